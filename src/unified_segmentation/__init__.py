@@ -1,0 +1,3 @@
+"""Unified Behavioral Segmentation."""
+
+__version__ = "0.1.0"
