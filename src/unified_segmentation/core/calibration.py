@@ -1,0 +1,252 @@
+"""Taxonomy calibration numerics: K-means sweep with a Kneedle knee, the acceptance rule,
+shrunk covariances, variance explained and its Gaussian null, PCA with varimax rotation.
+
+scikit-learn does the clustering, PCA and covariance shrinkage; this module only holds the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from kneed import KneeLocator
+from sklearn.cluster import KMeans
+from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
+
+
+@dataclass(frozen=True)
+class RuleConstants:
+    """The k-selection rule and its constants (printed in every taxonomy)."""
+
+    min_k: int = 2
+    max_k: int = 8
+    min_share: float = 0.003
+    min_members: int = 20
+    min_silhouette: float = 0.20
+    sample_size: int = 200_000
+    silhouette_sample: int = 2_000
+    n_init: int = 4
+    seed: int = 0
+    ridge_share: float = 0.05
+    ridge_floor: float = 1e-3
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AxisFit:
+    """Result of clustering one axis (model space)."""
+
+    k: int
+    labels: np.ndarray  # (n,) for every player
+    centers: np.ndarray  # (k, p) means of assigned players
+    covariances: np.ndarray  # (k, p, p) Ledoit-Wolf + ridge
+    counts: np.ndarray  # (k,)
+    inertias: dict[int, float]
+    knee: int | None
+    silhouette: float | None
+    variance_explained: float
+    variance_explained_null: float
+    weak_structure: bool
+    ridge: float
+    notes: list[str] = field(default_factory=list)
+
+
+def varying_metrics(X: np.ndarray, min_players: int) -> np.ndarray:
+    """Boolean mask of columns where at least ``min_players`` rows differ from the column's mode."""
+    keep = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        vals, counts = np.unique(np.round(col, 12), return_counts=True)
+        keep[j] = len(vals) > 1 and (len(col) - counts.max()) >= min_players
+    return keep
+
+
+def _kmeans(Z: np.ndarray, k: int, rules: RuleConstants) -> KMeans:
+    with threadpool_limits(1):
+        return KMeans(n_clusters=k, n_init=rules.n_init, random_state=rules.seed).fit(Z)
+
+
+def knee_of(ks: list[int], inertias: list[float]) -> int | None:
+    """Kneedle knee of log-inertia over k (convex, decreasing)."""
+    if len(ks) < 3:
+        return None
+    y = np.log(np.maximum(np.asarray(inertias), 1e-12))
+    knee = KneeLocator(ks, y, curve="convex", direction="decreasing").knee
+    return int(knee) if knee is not None else None
+
+
+def shrunk_covariances(
+    Z: np.ndarray, labels: np.ndarray, k: int, rules: RuleConstants
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-segment Ledoit-Wolf covariance + λI (pooled for small segments). Never singular."""
+    n, p = Z.shape
+    centers = np.zeros((k, p))
+    counts = np.bincount(labels, minlength=k)
+    raw = np.zeros((k, p, p))
+    pooled = np.zeros((p, p))
+    for s in range(k):
+        members = Z[labels == s]
+        if len(members):
+            centers[s] = members.mean(axis=0)
+            diff = members - centers[s]
+            pooled += diff.T @ diff
+    pooled /= max(n - k, 1)
+    lam = max(rules.ridge_floor, rules.ridge_share * float(np.trace(pooled)) / p)
+    for s in range(k):
+        members = Z[labels == s]
+        if len(members) >= 2 * p + 1:
+            with threadpool_limits(1):
+                raw[s] = LedoitWolf().fit(members).covariance_
+        else:
+            raw[s] = pooled
+    covs = raw + lam * np.eye(p)[None]
+    return centers, covs, counts, lam
+
+
+def variance_explained(Z: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Between-segment / total sum of squares."""
+    total = float(((Z - Z.mean(axis=0)) ** 2).sum())
+    if total <= 0:
+        return 0.0
+    within = 0.0
+    for s in range(k):
+        m = Z[labels == s]
+        if len(m):
+            within += float(((m - m.mean(axis=0)) ** 2).sum())
+    return 1.0 - within / total
+
+
+def null_variance_explained(Z: np.ndarray, k: int, rules: RuleConstants, n_null: int = 20_000) -> float:
+    """Variance explained by the same k on one Gaussian sample with the axis's covariance."""
+    if k < 2:
+        return 0.0
+    rng = np.random.default_rng(rules.seed + 7919)
+    cov = np.atleast_2d(np.cov(Z, rowvar=False))
+    n = min(n_null, max(len(Z), 10 * k))
+    G = rng.multivariate_normal(np.zeros(cov.shape[0]), cov, size=n, method="eigh")
+    km = _kmeans(G, k, rules)
+    return variance_explained(G, km.labels_, k)
+
+
+def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
+    """Cluster one axis: sweep k, pick the knee, accept or step down, then fit covariances.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_players, p)
+        Calibration players' positions in model space (float64, finite).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    n, p = Z.shape
+    rng = np.random.default_rng(rules.seed)
+    sample = Z if n <= rules.sample_size else Z[rng.choice(n, rules.sample_size, replace=False)]
+    min_members = max(rules.min_members, int(np.ceil(rules.min_share * len(sample))))
+    max_k = max(1, min(rules.max_k, len(sample) // max(min_members, 1)))
+    min_k = min(rules.min_k, max_k)
+    notes: list[str] = []
+    ks = list(range(min_k, max_k + 1))
+    models: dict[int, KMeans] = {}
+    inertias: dict[int, float] = {}
+    for k in ks:
+        if k < 2:
+            continue
+        models[k] = _kmeans(sample, k, rules)
+        inertias[k] = float(models[k].inertia_)
+    sweep = [k for k in ks if k in inertias]
+    knee = knee_of(sweep, [inertias[k] for k in sweep])
+    start = knee if knee is not None else (sweep[0] if sweep else 1)
+    if knee is None:
+        notes.append("no knee found in log-inertia; starting from min_k")
+    sil_idx = rng.choice(len(sample), min(rules.silhouette_sample, len(sample)), replace=False)
+    chosen, sil, weak = None, None, False
+    for k in range(start, min_k - 1, -1):
+        if k not in models:
+            continue
+        labels = models[k].labels_
+        counts = np.bincount(labels, minlength=k)
+        if counts.min() < min_members:
+            notes.append(f"k={k} rejected: a segment holds {int(counts.min())} < {min_members} players")
+            continue
+        sub = labels[sil_idx]
+        s = float(silhouette_score(sample[sil_idx], sub)) if len(np.unique(sub)) > 1 else -1.0
+        if s < rules.min_silhouette:
+            notes.append(f"k={k} rejected: silhouette {s:.3f} < {rules.min_silhouette}")
+            continue
+        chosen, sil = k, s
+        break
+    if chosen is None:
+        weak = True
+        chosen = min_k if min_k in models else None
+        notes.append("weak_structure: no k in range passed the acceptance rule")
+    if chosen is None:  # too few players to form two segments
+        labels_all = np.zeros(n, dtype=np.int64)
+        chosen = 1
+    else:
+        with threadpool_limits(1):
+            labels_all = models[chosen].predict(Z)
+    centers, covs, counts, lam = shrunk_covariances(Z, labels_all, chosen, rules)
+    ve = variance_explained(sample, labels_all if sample is Z else models[chosen].labels_, chosen) \
+        if chosen > 1 else 0.0
+    ve_null = null_variance_explained(Z, chosen, rules) if chosen > 1 else 0.0
+    return AxisFit(
+        k=chosen, labels=labels_all, centers=centers, covariances=covs, counts=counts,
+        inertias=inertias, knee=knee, silhouette=sil, variance_explained=ve,
+        variance_explained_null=ve_null, weak_structure=weak, ridge=lam, notes=notes,
+    )
+
+
+def varimax(loadings: np.ndarray, gamma: float = 1.0, max_iter: int = 100, tol: float = 1e-8) -> np.ndarray:
+    """Varimax rotation of a loadings matrix of shape (n_metrics, n_components)."""
+    L = np.asarray(loadings, dtype=np.float64)
+    p, m = L.shape
+    if m < 2:
+        return L.copy()
+    R = np.eye(m)
+    d = 0.0
+    for _ in range(max_iter):
+        LR = L @ R
+        u, s, vt = np.linalg.svd(L.T @ (LR**3 - (gamma / p) * LR @ np.diag(np.sum(LR**2, axis=0))))
+        R = u @ vt
+        d_new = float(np.sum(s))
+        if d_new < d * (1 + tol):
+            break
+        d = d_new
+    return L @ R
+
+
+@dataclass
+class SpecificAxisPlan:
+    metrics: list[int]  # column indices into the game-specific metric block
+    loadings: np.ndarray  # rotated loadings of those metrics on the component
+
+
+def plan_game_specific_axes(
+    Z: np.ndarray, *, min_cumulative: float = 0.80, max_components: int = 4, seed: int = 0
+) -> tuple[list[SpecificAxisPlan], list[float]]:
+    """PCA + varimax over standardized game-specific metrics; each metric joins its largest |loading|.
+
+    Returns the axis plans (components with at least one metric) and the PCA explained-variance ratios
+    of the kept components.
+    """
+    n, q = Z.shape
+    if q == 0 or n < 3:
+        return [], []
+    with threadpool_limits(1):
+        pca = PCA(n_components=min(q, n), random_state=seed).fit(Z)
+    ratios = pca.explained_variance_ratio_
+    m = int(np.searchsorted(np.cumsum(ratios), min_cumulative - 1e-12) + 1)
+    m = max(1, min(m, max_components, q))
+    loadings = pca.components_[:m].T * np.sqrt(pca.explained_variance_[:m])
+    rotated = varimax(loadings)
+    owner = np.abs(rotated).argmax(axis=1)
+    plans = []
+    for c in range(m):
+        idx = [j for j in range(q) if owner[j] == c]
+        if idx:
+            plans.append(SpecificAxisPlan(metrics=idx, loadings=rotated[idx, c]))
+    return plans, [float(r) for r in ratios[:m]]

@@ -1,0 +1,172 @@
+"""The vectorized membership kernel: one code path for one player and for a million.
+
+Each axis is compiled once into the Cholesky factors of its segments' precision matrices
+(as scikit-learn's ``GaussianMixture`` does); scoring is then a handful of matrix products per
+segment, never a Python loop over players.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+from scipy.special import logsumexp
+from scipy.stats import chi2
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def precision_cholesky(covariances: np.ndarray) -> np.ndarray:
+    """Cholesky factors of the precision matrices.
+
+    Parameters
+    ----------
+    covariances : ndarray of shape (n_segments, p, p)
+
+    Returns
+    -------
+    ndarray of shape (n_segments, p, p)
+        ``L`` with ``L @ L.T = inv(cov)``; ``y = (x - mu) @ L`` gives ``d² = Σ y²``.
+    """
+    covariances = np.asarray(covariances, dtype=np.float64)
+    k, p, _ = covariances.shape
+    out = np.empty_like(covariances)
+    for s in range(k):
+        try:
+            cov_chol = linalg.cholesky(covariances[s], lower=True)
+        except linalg.LinAlgError as exc:
+            raise ValueError(
+                f"covariance of segment {s} is not positive definite; add a ridge (λI) before compiling"
+            ) from exc
+        out[s] = linalg.solve_triangular(cov_chol, np.eye(p), lower=True).T
+    return out
+
+
+@dataclass
+class KernelScores:
+    """Scores of n players on one axis with k segments (all arrays float64)."""
+
+    dist_sq: np.ndarray  # (n, k) squared Mahalanobis distances
+    strength: np.ndarray  # (n, k) exp(-0.5 d²)
+    probability: np.ndarray  # (n, k) Gaussian posterior with segment shares, rows sum to 1
+    typicality: np.ndarray  # (n, k) 1 - F_chi2(p)(d²)
+    primary: np.ndarray  # (n,) int index of the primary segment
+    beyond_extreme: np.ndarray  # (n,) bool
+
+
+class AxisKernel:
+    """Compiled Gaussian scoring for one axis.
+
+    Parameters
+    ----------
+    centers : ndarray of shape (k, p)
+        Segment centers in model space.
+    covariances : ndarray of shape (k, p, p)
+        Positive-definite segment covariances in model space.
+    weights : ndarray of shape (k,)
+        Segment shares (sum to 1).
+    order : sequence of int, optional
+        For an ordered axis, segment indices from the lowest to the highest; a player projecting
+        beyond the outermost center is that extreme segment's member.
+    """
+
+    def __init__(self, centers, covariances, weights, *, order=None) -> None:
+        self.centers_ = np.ascontiguousarray(centers, dtype=np.float64)
+        self.covariances_ = np.asarray(covariances, dtype=np.float64)
+        w = np.clip(np.asarray(weights, dtype=np.float64), 1e-12, None)
+        self.log_weights_ = np.log(w / w.sum())
+        self.prec_chol_ = precision_cholesky(self.covariances_)
+        self.log_det_prec_ = np.array(
+            [np.sum(np.log(np.diag(self.prec_chol_[s]))) for s in range(len(self.centers_))]
+        )
+        # y = Z @ L - mu @ L: precompute the shift per segment
+        self.shift_ = np.einsum("kp,kpq->kq", self.centers_, self.prec_chol_)
+        self.order_ = None if order is None else np.asarray(order, dtype=np.int64)
+        self.n_segments, self.n_dims = self.centers_.shape
+
+    def dist_sq(self, Z: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances, ndarray of shape (n_players, n_segments). No input validation."""
+        n = Z.shape[0]
+        out = np.empty((n, self.n_segments))
+        for s in range(self.n_segments):
+            y = Z @ self.prec_chol_[s]
+            y -= self.shift_[s]
+            np.einsum("ij,ij->i", y, y, out=out[:, s])
+        return out
+
+    def log_prob(self, dist_sq: np.ndarray) -> np.ndarray:
+        """Weighted log densities, shape (n, k)."""
+        return self.log_weights_ + self.log_det_prec_ - 0.5 * (dist_sq + self.n_dims * _LOG_2PI)
+
+    def beyond(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ordered axes: (index of extreme segment or -1, mask) for players beyond an outer center."""
+        n = Z.shape[0]
+        seg = np.full(n, -1, dtype=np.int64)
+        if self.order_ is None or len(self.order_) < 2:
+            return seg, np.zeros(n, dtype=bool)
+        lo, hi = self.order_[0], self.order_[-1]
+        u = self.centers_[hi] - self.centers_[lo]
+        norm_sq = float(u @ u)
+        if norm_sq <= 0:
+            return seg, np.zeros(n, dtype=bool)
+        t = (Z - self.centers_[lo]) @ u / norm_sq
+        seg[t > 1.0] = hi
+        seg[t < 0.0] = lo
+        return seg, seg >= 0
+
+    def score(self, Z: np.ndarray) -> KernelScores:
+        """Score players.
+
+        Parameters
+        ----------
+        Z : ndarray of shape (n_players, p)
+            Positions in model space.
+        """
+        Z = np.ascontiguousarray(Z, dtype=np.float64)
+        if Z.ndim != 2 or Z.shape[1] != self.n_dims:
+            raise ValueError(f"expected positions of shape (n, {self.n_dims}), got {Z.shape}")
+        d2 = self.dist_sq(Z)
+        lp = self.log_prob(d2)
+        prob = np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
+        primary = prob.argmax(axis=1)
+        seg, beyond = self.beyond(Z)
+        primary = np.where(beyond, seg, primary)
+        return KernelScores(
+            dist_sq=d2,
+            strength=np.exp(-0.5 * d2),
+            probability=prob,
+            typicality=chi2.sf(d2, self.n_dims),
+            primary=primary,
+            beyond_extreme=beyond & (seg == primary),
+        )
+
+    def noisy_probability(self, Z: np.ndarray, noise_var: np.ndarray, chunk: int = 200_000) -> np.ndarray:
+        """Posterior probabilities with each player's sampling noise added to every segment covariance.
+
+        Parameters
+        ----------
+        Z : ndarray of shape (n, p)
+        noise_var : ndarray of shape (n, p)
+            Diagonal sampling-noise variance of each player's position in model space.
+
+        Returns
+        -------
+        ndarray of shape (n, k)
+        """
+        n, p = Z.shape
+        out = np.empty((n, self.n_segments))
+        eye = np.eye(p)
+        for start in range(0, n, chunk):
+            z = Z[start : start + chunk]
+            nv = np.maximum(noise_var[start : start + chunk], 0.0)
+            lp = np.empty((len(z), self.n_segments))
+            for s in range(self.n_segments):
+                cov = self.covariances_[s][None, :, :] + nv[:, :, None] * eye
+                chol = np.linalg.cholesky(cov)
+                diff = (z - self.centers_[s])[:, :, None]
+                y = np.linalg.solve(chol, diff)[:, :, 0]
+                log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+                lp[:, s] = self.log_weights_[s] - 0.5 * (log_det + (y * y).sum(axis=1) + p * _LOG_2PI)
+            out[start : start + len(z)] = np.exp(lp - logsumexp(lp, axis=1, keepdims=True))
+        return out

@@ -1,0 +1,355 @@
+"""Anomaly detection over window features: null-run calibration and current-window scoring (DESIGN §4.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ..core import anomaly as an
+from ..core.taxonomy import CONTEXTS, AxisModel, GameBehavioralTaxonomy
+from .data import matrix
+
+CRITICAL_WEIGHT = 1.0
+OTHER_WEIGHT = 0.85
+CUT = 0.7
+
+
+def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.zeros(frame.height)
+    return frame[name].cast(pl.Float64).fill_null(0.0).to_numpy()
+
+
+def _ctx_exposure(frame: pl.DataFrame) -> np.ndarray:
+    return np.stack([_col(frame, f"exposure_{c}") for c in CONTEXTS], axis=1)
+
+
+def count_signals(axis: AxisModel, frame: pl.DataFrame) -> list[str]:
+    if axis.axis_type == "universal":
+        names = an.COUNT_SIGNALS.get(axis.axis_id, [])
+    else:
+        names = ["ev_" + m.removesuffix("_per_day") for m in axis.metrics]
+    return [s for s in names if s in frame.columns]
+
+
+def continuous_signals(axis: AxisModel, taxonomy: GameBehavioralTaxonomy) -> list[str]:
+    if axis.axis_type != "universal":
+        return []
+    return [m for m in an.CONTINUOUS_SIGNALS.get(axis.axis_id, []) if m in taxonomy.scaler.metrics]
+
+
+@dataclass
+class WindowPair:
+    """Current and typical window features of the same players (same row order)."""
+
+    cur: pl.DataFrame
+    typ: pl.DataFrame
+    e_cur: np.ndarray = field(init=False)
+    e_typ: np.ndarray = field(init=False)
+    ctx_cur: np.ndarray = field(init=False)
+    ctx_typ: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.e_cur = _col(self.cur, "exposure_days")
+        self.e_typ = _col(self.typ, "exposure_days")
+        self.ctx_cur = _ctx_exposure(self.cur)
+        self.ctx_typ = _ctx_exposure(self.typ)
+
+
+def _ctx_mix(weights: np.ndarray, per_ctx: np.ndarray, fallback: float) -> np.ndarray:
+    """Exposure-weighted mix of per-context values (nan -> fallback), shape (n,)."""
+    vals = np.where(np.isfinite(per_ctx), per_ctx, fallback)
+    tot = weights.sum(axis=1)
+    return np.where(tot > 0, weights @ vals / np.maximum(tot, 1e-12), fallback)
+
+
+def _seg_array(axis: AxisModel, key: str, signal: str, default: float = 0.0) -> np.ndarray:
+    return np.array([float(s.anomaly.get(key, {}).get(signal, default)) for s in axis.segments])
+
+
+def _seg_ctx(axis: AxisModel, key: str, signal: str) -> np.ndarray:
+    out = np.full((len(axis.segments), len(CONTEXTS)), np.nan)
+    for i, s in enumerate(axis.segments):
+        d = s.anomaly.get(key, {}).get(signal, {})
+        for j, c in enumerate(CONTEXTS):
+            v = d.get(c)
+            if v is not None:
+                out[i, j] = float(v)
+    return out
+
+
+def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndarray, n0: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(μ for the current window before the game-wide shift, shrunk baseline rate r̂), shapes (n,)."""
+    r_seg = _seg_array(axis, "rate", signal)[seg]
+    r_hat = an.shrunk_rate(_col(pair.typ, signal), pair.e_typ, r_seg, n0)
+    ctx = _seg_ctx(axis, "ctx_rate", signal)[seg]
+    cur_mix = _ctx_mix_rows(pair.ctx_cur, ctx, r_seg)
+    typ_mix = _ctx_mix_rows(pair.ctx_typ, ctx, r_seg)
+    factor = np.where((cur_mix > 0) & (typ_mix > 0), cur_mix / np.maximum(typ_mix, 1e-12), 1.0)
+    return r_hat * pair.e_cur * factor, r_hat
+
+
+def _ctx_mix_rows(weights: np.ndarray, per_ctx: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    vals = np.where(np.isfinite(per_ctx), per_ctx, fallback[:, None])
+    tot = weights.sum(axis=1)
+    return np.where(tot > 0, (weights * vals).sum(axis=1) / np.maximum(tot, 1e-12), fallback)
+
+
+def expected_values(axis: AxisModel, metric: str, pair: WindowPair, seg: np.ndarray, x_typ: np.ndarray
+                    ) -> np.ndarray:
+    """Typical value moved by the segment's contextual-center mix of the current vs typical window."""
+    base = _seg_array(axis, "value", metric)[seg]
+    ctx = _seg_ctx(axis, "ctx_value", metric)[seg]
+    return x_typ + _ctx_mix_rows(pair.ctx_cur, ctx, base) - _ctx_mix_rows(pair.ctx_typ, ctx, base)
+
+
+def _valid(metric: str, pair: WindowPair) -> np.ndarray:
+    basis = an.VOLUME_BASIS.get(metric, "sessions")
+    if metric == "spend_per_day":
+        return np.ones(pair.cur.height, dtype=bool)
+    return (_col(pair.cur, basis) > 0) & (_col(pair.typ, basis) > 0)
+
+
+def trimmed_ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """Σnum/Σden after dropping the 5 % of rows with the most extreme log ratio (anomalies)."""
+    if len(num) == 0 or den.sum() <= 0:
+        return 1.0
+    lr = np.abs(np.log((num + 0.5) / (den + 0.5)))
+    keep = lr <= np.quantile(lr, 0.95) if len(lr) >= 20 else np.ones(len(lr), dtype=bool)
+    d = den[keep].sum()
+    return float(num[keep].sum() / d) if d > 0 else 1.0
+
+
+@dataclass
+class AxisSignals:
+    p: np.ndarray  # (n, M)
+    sign: np.ndarray  # (n, M)
+    names: list[str]
+    current: np.ndarray  # (n, M) current value (count rate per day for counts)
+    typical: np.ndarray  # (n, M)
+    baseline: np.ndarray  # (n, M)
+    shifts: list[dict]
+
+
+def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: WindowPair, seg: np.ndarray, *,
+                 shifts: dict | None = None, fit: bool = False) -> AxisSignals:
+    """p-values of every signal of one axis. With ``fit=True`` (null run) the dispersions and tails are
+    fitted on these players first and stored in the axis's segments."""
+    n0 = float(taxonomy.settings.get("n0", 7.0))
+    n = pair.cur.height
+    k = len(axis.segments)
+    ps, signs, names, curs, typs, bases, found_shifts = [], [], [], [], [], [], []
+    e_cur = np.maximum(pair.e_cur, 1e-9)
+    for signal in count_signals(axis, pair.cur):
+        mu0, r_hat = expected_counts(axis, signal, pair, seg, n0)
+        count = _col(pair.cur, signal)
+        g = np.ones(k)
+        for s in range(k):
+            m = seg == s
+            if shifts is not None and (axis.axis_id, s, signal) in shifts:
+                g[s] = shifts[(axis.axis_id, s, signal)]
+            elif m.sum() >= 20:
+                g[s] = trimmed_ratio(count[m], mu0[m])
+            if m.sum() >= 20 and count[m].sum() > 0:
+                se = 1.0 / np.sqrt(count[m].sum())
+                if abs(np.log(max(g[s], 1e-9))) > 4 * se and abs(g[s] - 1) >= 0.10:
+                    found_shifts.append({"axis": axis.axis_id, "segment_id": axis.segments[s].segment_id,
+                                         "segment_name": axis.segments[s].segment_name, "signal": signal,
+                                         "kind": "rate_factor", "value": float(g[s]), "players": int(m.sum())})
+        mu = mu0 * g[seg]
+        if fit:
+            for s in range(k):
+                m = seg == s
+                axis.segments[s].anomaly.setdefault("alpha", {})[signal] = (
+                    an.fit_dispersion(count[m], mu[m]) if m.sum() >= 20 else 0.0)
+        alpha = _seg_array(axis, "alpha", signal)[seg]
+        p, sg = an.count_p_value(count, mu, alpha)
+        ps.append(p)
+        signs.append(sg)
+        names.append(signal)
+        curs.append(count / e_cur)
+        typs.append(_col(pair.typ, signal) / np.maximum(pair.e_typ, 1e-9))
+        bases.append(r_hat)
+    for metric in continuous_signals(axis, taxonomy):
+        x_cur = _col(pair.cur, metric)
+        x_typ = _col(pair.typ, metric)
+        expected = expected_values(axis, metric, pair, seg, x_typ)
+        valid = _valid(metric, pair)
+        diff = x_cur - expected
+        med = np.zeros(k)
+        for s in range(k):
+            m = (seg == s) & valid
+            if shifts is not None and (axis.axis_id, s, metric) in shifts:
+                med[s] = shifts[(axis.axis_id, s, metric)]
+            elif m.sum() >= 20:
+                med[s] = float(np.median(diff[m]))
+                spread = 1.4826 * float(np.median(np.abs(diff[m] - med[s]))) + 1e-12
+                if abs(med[s]) > 4 * 1.2533 * spread / np.sqrt(m.sum()) and abs(med[s]) > 0.05 * (
+                        abs(float(np.median(x_typ[m]))) + spread):
+                    found_shifts.append({"axis": axis.axis_id, "segment_id": axis.segments[s].segment_id,
+                                         "segment_name": axis.segments[s].segment_name, "signal": metric,
+                                         "kind": "median_change", "value": float(med[s]),
+                                         "players": int(m.sum())})
+        diff = diff - med[seg]
+        basis = _col(pair.cur, an.VOLUME_BASIS.get(metric, "sessions"))
+        if fit:
+            for s in range(k):
+                m = (seg == s) & valid
+                edges = an.volume_edges(basis[m])
+                bins = an.volume_bins(basis[m], edges)
+                overall = an.fit_tail(diff[m])
+                tails = []
+                for b in range(len(edges) + 1):
+                    t = an.fit_tail(diff[m][bins == b])
+                    tails.append((t or overall).to_dict() if (t or overall) else None)
+                axis.segments[s].anomaly.setdefault("tails", {})[metric] = {
+                    "edges": edges, "bins": tails, "all": overall.to_dict() if overall else None}
+        p = np.ones(n)
+        sg = np.zeros(n)
+        for s in range(k):
+            spec = axis.segments[s].anomaly.get("tails", {}).get(metric)
+            if not spec:
+                continue
+            m = (seg == s) & valid
+            if not m.any():
+                continue
+            bins = an.volume_bins(basis[m], spec["edges"])
+            idx = np.flatnonzero(m)
+            for b, tail in enumerate(spec["bins"]):
+                tail = tail or spec["all"]
+                if tail is None:
+                    continue
+                sel = idx[bins == b]
+                if len(sel):
+                    p[sel], sg[sel] = an.tail_p_value(diff[sel], an.TailModel.from_dict(tail))
+        ps.append(p)
+        signs.append(sg)
+        names.append(metric)
+        curs.append(x_cur)
+        typs.append(x_typ)
+        bases.append(expected)
+    if not names:
+        z = np.zeros((n, 0))
+        return AxisSignals(z, z, [], z, z, z, found_shifts)
+    return AxisSignals(np.stack(ps, 1), np.stack(signs, 1), names, np.stack(curs, 1), np.stack(typs, 1),
+                       np.stack(bases, 1), found_shifts)
+
+
+@dataclass
+class DetectionResult:
+    """Arrays aligned on ``player_ids``; per-axis arrays keyed by axis id."""
+
+    player_ids: list[str]
+    context: str
+    is_anomalous: np.ndarray
+    overall_score: np.ndarray
+    surprise: np.ndarray
+    p_value: np.ndarray
+    confidence: np.ndarray
+    insufficient: np.ndarray
+    axes: dict[str, dict[str, np.ndarray]]
+    signals: dict[str, AxisSignals]
+    shifts: list[dict]
+    segment: dict[str, np.ndarray]  # typical-window primary index per axis
+    offsets_model: dict[str, np.ndarray]  # x_typ − μ_s* per axis (n, p)
+
+
+def typical_segments(taxonomy: GameBehavioralTaxonomy, typ: pl.DataFrame) -> dict[str, tuple]:
+    X = matrix(typ, taxonomy.scaler.metrics)
+    Z = taxonomy.scaler.transform(X) if len(X) else X
+    out = {}
+    for axis in taxonomy.active_axes:
+        cols = taxonomy.metric_index(axis.metrics)
+        Za = np.ascontiguousarray(Z[:, cols])
+        out[axis.axis_id] = (axis.kernel.score(Za).primary, Za, cols)
+    return out
+
+
+def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str = "weekday",
+           shifts: dict | None = None) -> DetectionResult:
+    """Score the current window of every player in ``pair`` against their own baseline."""
+    n = pair.cur.height
+    settings = taxonomy.settings
+    min_typ = float(settings.get("min_typical_days", 7.0))
+    mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
+    insufficient = pair.e_typ < min_typ
+    segs = typical_segments(taxonomy, pair.typ)
+    Xc = matrix(pair.cur, taxonomy.scaler.metrics)
+    Zc = taxonomy.scaler.transform(Xc) if len(Xc) else Xc
+    axes_out: dict[str, dict[str, np.ndarray]] = {}
+    signals: dict[str, AxisSignals] = {}
+    all_shifts: list[dict] = []
+    overall = np.zeros(n)
+    surprise_max = np.zeros(n)
+    p_min = np.ones(n)
+    seg_out, off_out = {}, {}
+    active = taxonomy.active_axes
+    for axis in active:
+        seg, Zt, cols = segs[axis.axis_id]
+        sig = axis_signals(taxonomy, axis, pair, seg, shifts=shifts)
+        signals[axis.axis_id] = sig
+        all_shifts += sig.shifts
+        surprise, p_axis, which, sign = an.combine(sig.p, sig.sign)
+        surprise = np.where(insufficient, 0.0, surprise)
+        threshold = float(axis.anomaly_threshold or 1.0) * mult
+        score = an.anomaly_scores(surprise, threshold)
+        w = CRITICAL_WEIGHT if axis.critical else OTHER_WEIGHT
+        overall = np.maximum(overall, w * score)
+        surprise_max = np.maximum(surprise_max, surprise)
+        p_min = np.minimum(p_min, p_axis)
+        kern = axis.kernel
+        L = kern.prec_chol_[seg]
+        c = kern.centers_[seg]
+        Zca = Zc[:, cols]
+        cur_d = an.mahalanobis_rows(Zca - c, L)
+        typ_d = an.mahalanobis_rows(Zt - c, L)
+        dev = an.mahalanobis_rows(Zca - Zt, L)
+        directions = np.array([an.direction_name(axis.axis_id, sig.names[i] if sig.names else "", sg)
+                               for i, sg in zip(which, sign, strict=True)], dtype=object) if n else np.array([])
+        axes_out[axis.axis_id] = {
+            "segment": seg, "current_distance": cur_d, "typical_distance": typ_d,
+            "distance_delta": cur_d - typ_d, "deviation": dev, "surprise": surprise, "p_value": p_axis,
+            "anomaly_score": score, "threshold": np.full(n, threshold),
+            "is_anomalous": score > CUT, "direction": directions, "which": which,
+        }
+        seg_out[axis.axis_id] = seg
+        off_out[axis.axis_id] = Zt - c
+    n_axes = max(len(active), 1)
+    e_typ_share = np.minimum(1.0, pair.e_typ / max(float(settings.get("typical_days", 28)), 1.0))
+    e_cur_share = np.minimum(1.0, pair.e_cur / max(float(settings.get("current_days", 7)), 1.0))
+    confidence = np.where(insufficient, 0.0, e_typ_share * e_cur_share)
+    return DetectionResult(
+        player_ids=pair.cur["player_id"].to_list(), context=context,
+        is_anomalous=(overall > CUT) & ~insufficient, overall_score=overall, surprise=surprise_max,
+        p_value=np.minimum(1.0, p_min * n_axes), confidence=confidence, insufficient=insufficient,
+        axes=axes_out, signals=signals, shifts=all_shifts, segment=seg_out, offsets_model=off_out,
+    )
+
+
+def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair) -> dict:
+    """Fit dispersions and tails on the null run (one window back) and set per-axis thresholds."""
+    segs = typical_segments(taxonomy, null_pair.typ)
+    ok = null_pair.e_typ >= float(taxonomy.settings.get("min_typical_days", 7.0))
+    null_surprise = {}
+    for axis in taxonomy.active_axes:
+        seg = segs[axis.axis_id][0]
+        sub = WindowPair(null_pair.cur.filter(pl.Series(ok)), null_pair.typ.filter(pl.Series(ok)))
+        sig = axis_signals(taxonomy, axis, sub, seg[ok], fit=True)
+        # second pass with fitted parameters: the null statistic itself
+        sig = axis_signals(taxonomy, axis, sub, seg[ok])
+        null_surprise[axis.axis_id] = an.combine(sig.p, sig.sign)[0]
+    alarm_rate = float(taxonomy.settings.get("alarm_rate", 0.004))
+    thresholds = an.null_thresholds(null_surprise, alarm_rate, CUT)
+    for axis in taxonomy.active_axes:
+        axis.anomaly_threshold = thresholds.get(axis.axis_id, 1.0)
+    return {
+        "null_players": int(ok.sum()),
+        "alarm_rate": alarm_rate,
+        "null_surprise_quantiles": {
+            a: [float(q) for q in np.quantile(s, [0.5, 0.9, 0.99, 0.999])] if len(s) else []
+            for a, s in null_surprise.items()
+        },
+    }
