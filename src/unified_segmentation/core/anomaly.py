@@ -131,7 +131,9 @@ def fit_tail(diffs: np.ndarray) -> TailModel | None:
     z = np.abs(d - med)
     scale = float(np.median(z) * 1.4826)
     if scale <= 1e-12:
-        scale = float(np.mean(z)) * 1.2533 if np.mean(z) > 0 else 1e-6
+        scale = float(np.std(d))
+    if scale <= 1e-12:
+        return None
     z = z / scale
     qs = np.quantile(z, np.linspace(0.0, TAIL_START, N_QUANTILES))
     top = z[z > qs[-1]] - qs[-1]

@@ -80,16 +80,34 @@ def _seg_ctx(axis: AxisModel, key: str, signal: str) -> np.ndarray:
     return out
 
 
+COUNT_EXPOSURE = {"sessions": "exposure_days", "purchases": "active_days"}
+
+
+def count_exposure(signal: str, frame: pl.DataFrame) -> np.ndarray:
+    """What a count signal is a rate of: days for sessions, active days for purchases, sessions for social
+    and game-specific events (so a quiet week is an engagement signal, not also a social one)."""
+    col = COUNT_EXPOSURE.get(signal, "sessions")
+    return _col(frame, col)
+
+
 def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndarray, n0: float
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(μ for the current window before the game-wide shift, shrunk baseline rate r̂), shapes (n,)."""
     r_seg = _seg_array(axis, "rate", signal)[seg]
-    r_hat = an.shrunk_rate(_col(pair.typ, signal), pair.e_typ, r_seg, n0)
-    ctx = _seg_ctx(axis, "ctx_rate", signal)[seg]
-    cur_mix = _ctx_mix_rows(pair.ctx_cur, ctx, r_seg)
-    typ_mix = _ctx_mix_rows(pair.ctx_typ, ctx, r_seg)
-    factor = np.where((cur_mix > 0) & (typ_mix > 0), cur_mix / np.maximum(typ_mix, 1e-12), 1.0)
-    return r_hat * pair.e_cur * factor, r_hat
+    x_typ = count_exposure(signal, pair.typ)
+    x_cur = count_exposure(signal, pair.cur)
+    if signal == "sessions":
+        # shrink with exposure days, as DESIGN 4.4 writes it
+        r_hat = an.shrunk_rate(_col(pair.typ, signal), pair.e_typ, r_seg, n0)
+        ctx = _seg_ctx(axis, "ctx_rate", signal)[seg]
+        cur_mix = _ctx_mix_rows(pair.ctx_cur, ctx, r_seg)
+        typ_mix = _ctx_mix_rows(pair.ctx_typ, ctx, r_seg)
+        factor = np.where((cur_mix > 0) & (typ_mix > 0), cur_mix / np.maximum(typ_mix, 1e-12), 1.0)
+        return r_hat * x_cur * factor, r_hat
+    # per active day / per session: pseudo-exposure n0 scaled by the segment's exposure per day
+    scale = np.where(pair.e_typ > 0, x_typ / np.maximum(pair.e_typ, 1e-9), 0.0)
+    r_hat = an.shrunk_rate(_col(pair.typ, signal), x_typ, r_seg, n0 * np.maximum(scale, 0.25))
+    return r_hat * x_cur, r_hat
 
 
 def _ctx_mix_rows(weights: np.ndarray, per_ctx: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -108,19 +126,26 @@ def expected_values(axis: AxisModel, metric: str, pair: WindowPair, seg: np.ndar
 
 def _valid(metric: str, pair: WindowPair) -> np.ndarray:
     basis = an.VOLUME_BASIS.get(metric, "sessions")
-    if metric == "spend_per_day":
-        return np.ones(pair.cur.height, dtype=bool)
     return (_col(pair.cur, basis) > 0) & (_col(pair.typ, basis) > 0)
 
 
 def trimmed_ratio(num: np.ndarray, den: np.ndarray) -> float:
-    """Σnum/Σden after dropping the 5 % of rows with the most extreme log ratio (anomalies)."""
+    """Game-wide rate factor of a segment: Σnum/Σden, robust to the few players who are anomalous.
+
+    The 2 % of rows with the largest excess (num − den) are dropped when at least 50 rows have a count;
+    a factor within 3 standard errors of 1 is treated as no shift (returns 1.0).
+    """
+    num = np.asarray(num, float)
+    den = np.asarray(den, float)
     if len(num) == 0 or den.sum() <= 0:
         return 1.0
-    lr = np.abs(np.log((num + 0.5) / (den + 0.5)))
-    keep = lr <= np.quantile(lr, 0.95) if len(lr) >= 20 else np.ones(len(lr), dtype=bool)
-    d = den[keep].sum()
-    return float(num[keep].sum() / d) if d > 0 else 1.0
+    keep = np.ones(len(num), dtype=bool)
+    if (num > 0).sum() >= 50:
+        excess = num - den
+        keep = excess <= np.quantile(excess, 0.98)
+    g = float((num[keep].sum() + 0.5) / (den[keep].sum() + 0.5))
+    se = 1.0 / np.sqrt(num[keep].sum() + 1.0)
+    return g if abs(np.log(max(g, 1e-9))) > 3 * se else 1.0
 
 
 @dataclass
@@ -144,8 +169,15 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
     ps, signs, names, curs, typs, bases, found_shifts = [], [], [], [], [], [], []
     e_cur = np.maximum(pair.e_cur, 1e-9)
     for signal in count_signals(axis, pair.cur):
-        mu0, r_hat = expected_counts(axis, signal, pair, seg, n0)
         count = _col(pair.cur, signal)
+        if fit:
+            expo = count_exposure(signal, pair.cur)
+            for s in range(k):
+                m = seg == s
+                tot = float(expo[m].sum())
+                if m.sum() >= 20 and tot > 0:
+                    axis.segments[s].anomaly.setdefault("rate", {})[signal] = (float(count[m].sum()) + 0.5) / tot
+        mu0, r_hat = expected_counts(axis, signal, pair, seg, n0)
         g = np.ones(k)
         for s in range(k):
             m = seg == s
@@ -170,8 +202,8 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         ps.append(p)
         signs.append(sg)
         names.append(signal)
-        curs.append(count / e_cur)
-        typs.append(_col(pair.typ, signal) / np.maximum(pair.e_typ, 1e-9))
+        curs.append(count / np.maximum(count_exposure(signal, pair.cur), 1e-9))
+        typs.append(_col(pair.typ, signal) / np.maximum(count_exposure(signal, pair.typ), 1e-9))
         bases.append(r_hat)
     for metric in continuous_signals(axis, taxonomy):
         x_cur = _col(pair.cur, metric)

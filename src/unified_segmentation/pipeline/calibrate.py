@@ -117,11 +117,16 @@ def _degenerate_axis(axis_id: str, metrics: list[str], dropped: list[str], reaso
 
 def calibrate_frames(daily: pl.DataFrame, *, game_id: str, as_of: datetime, settings: GameSettings,
                      outcomes: pl.DataFrame | None = None,
-                     previous: GameBehavioralTaxonomy | None = None) -> GameBehavioralTaxonomy:
-    """Calibrate a taxonomy from the canonical daily frame."""
+                     previous: GameBehavioralTaxonomy | None = None,
+                     first: pl.DataFrame | None = None) -> GameBehavioralTaxonomy:
+    """Calibrate a taxonomy from the canonical daily frame.
+
+    ``first`` (player_id, first_date) is each player's first stored activity when ``daily`` holds only
+    the recent days; by default it is derived from ``daily``.
+    """
     rules = rules_from(settings)
     custom = select_custom_types(daily)
-    first = first_seen(daily)
+    first = first_seen(daily) if first is None else first
     wins = compute_windows(daily, as_of, settings, custom_types=custom, first=first, which=("profile",))
     prof = wins["profile"]
     calib = prof.filter(pl.col("active_days") >= 1)
