@@ -30,7 +30,7 @@ from unified_segmentation.features import events_to_daily
 from unified_segmentation.game_settings import GameSettings
 from unified_segmentation.pipeline import run_detection, score_profiles
 from unified_segmentation.pipeline.calibrate import calibrate_frames
-from unified_segmentation.pipeline.data import align, compute_windows, first_seen
+from unified_segmentation.pipeline.data import align, compute_windows
 from unified_segmentation.synth import PlantedSpec, generate_game
 
 AXES = ("monetization", "engagement", "temporal", "social")

@@ -167,7 +167,6 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
     n = pair.cur.height
     k = len(axis.segments)
     ps, signs, names, curs, typs, bases, found_shifts = [], [], [], [], [], [], []
-    e_cur = np.maximum(pair.e_cur, 1e-9)
     for signal in count_signals(axis, pair.cur):
         count = _col(pair.cur, signal)
         if fit:
