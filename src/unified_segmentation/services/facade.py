@@ -1,0 +1,669 @@
+"""Use cases over the database. One ``Services`` per process: engine, sessions, compiled-taxonomy cache.
+
+Every write goes through one unit of work (``unit_of_work``), the only place that commits. Methods are
+synchronous; the HTTP API calls them from its threadpool, the CLI directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import text
+
+from ..core.taxonomy import GameBehavioralTaxonomy
+from ..errors import (
+    Forbidden,
+    GameNotFound,
+    InvalidInput,
+    NoTaxonomy,
+    PlayerNotFound,
+    TaxonomyNotFound,
+    TimezoneLocked,
+)
+from ..features import events_to_daily, normalize_daily
+from ..game_settings import GameSettings
+from ..pipeline import detection_dict, profile_dict, run_detection, score_profiles
+from ..pipeline.anomalies import typical_segments
+from ..pipeline.calibrate import calibrate_frames
+from ..pipeline.data import align, compute_windows, matrix, resolve_as_of
+from ..pipeline.score import primary_offsets
+from ..storage import migrate
+from ..storage import repositories as repo
+from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
+from ..storage.repositories import service as srepo
+
+log = logging.getLogger("unified_segmentation.services")
+
+
+def _local_date(as_of: datetime, tz: str) -> date:
+    from zoneinfo import ZoneInfo
+
+    return as_of.astimezone(ZoneInfo(tz)).date()
+
+
+class Services:
+    """The product's use cases over one database."""
+
+    def __init__(self, database_url: str, *, sslmode: str | None = None, pool_size: int = 4) -> None:
+        self.url = normalize_url(database_url)
+        self.sslmode = sslmode
+        self.engine = make_engine(self.url, sslmode=sslmode, **({"pool_size": pool_size}
+                                                                 if self.url.startswith("postgresql") else {}))
+        self.Session = session_factory(self.engine)
+        self._tax: dict[tuple[str, int], GameBehavioralTaxonomy] = {}
+        self._lock = threading.Lock()
+        self._shifts: dict[str, dict] = {}
+        self._writes: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.counters: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle / health
+    def close(self) -> None:
+        self.flush()
+        self._stop.set()
+        self.engine.dispose()
+
+    def upgrade(self) -> None:
+        migrate.upgrade(self.url, sslmode=self.sslmode)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def migrations_at_head(self) -> bool:
+        return migrate.is_at_head(self.url, sslmode=self.sslmode)
+
+    def _uow(self):
+        return unit_of_work(self.Session)
+
+    # ------------------------------------------------------------------ games and settings
+    def _settings(self, session, game_id: str) -> GameSettings:
+        game = repo.get_game_or_raise(session, game_id)
+        return GameSettings.from_dict(game.settings or {})
+
+    def get_settings(self, game_id: str) -> dict:
+        with self.Session() as session:
+            return self._settings(session, game_id).to_dict()
+
+    def game_timezone(self, game_id: str) -> str:
+        with self.Session() as session:
+            game = repo.get_game(session, game_id)
+            return (game.settings or {}).get("timezone", "UTC") if game else "UTC"
+
+    def put_settings(self, game_id: str, changes: dict, *, actor: str | None = None) -> dict:
+        _check_id(game_id, "game_id")
+        with self._uow() as session:
+            game = repo.get_game(session, game_id)
+            old = GameSettings.from_dict(game.settings if game else {})
+            new = old.updated(**changes)
+            game = repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
+            repo.update_settings(session, game_id, new.to_dict())
+            if new.timezone != old.timezone and game.newest_event_at is not None:
+                self._rederive_daily(session, game_id, new.timezone)
+        return new.to_dict()
+
+    def _rederive_daily(self, session, game_id: str, timezone: str) -> None:
+        if repo.events_purged(session, game_id):
+            raise TimezoneLocked("raw events were purged; the time zone can no longer be changed")
+        raw = repo.load_events(session, game_id)
+        srepo.delete_event_daily(session, game_id)
+        if raw.height:
+            repo.upsert_daily(session, game_id, events_to_daily(raw, timezone=timezone), mode="add")
+        repo.touch_data_changed(session, game_id)
+
+    def delete_game(self, game_id: str) -> bool:
+        """Delete a game and everything stored for it (the demo re-creates ``test_game``)."""
+        with self._uow() as session:
+            existed = srepo.delete_game(session, game_id)
+        with self._lock:
+            for key in [k for k in self._tax if k[0] == game_id]:
+                del self._tax[key]
+            self._shifts.pop(game_id, None)
+        return existed
+
+    def count_players(self, game_id: str) -> int:
+        with self.Session() as session:
+            repo.get_game_or_raise(session, game_id)
+            return srepo.count_players(session, game_id)
+
+    def primary_segments(self, game_id: str, version: int) -> pl.DataFrame:
+        with self.Session() as session:
+            return srepo.primary_segments(session, game_id, version)
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest_events(self, game_id: str, events: pl.DataFrame) -> dict:
+        _check_id(game_id, "game_id")
+        with self._uow() as session:
+            game = repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
+            tz = (game.settings or {}).get("timezone", "UTC")
+            new = repo.insert_events(session, game_id, events).new_events
+            inserted = new.height
+            if inserted:
+                daily = events_to_daily(new, timezone=tz)
+                repo.upsert_daily(session, game_id, daily, mode="add")
+                newest = new["timestamp"].max()
+                repo.touch_data_changed(session, game_id, newest_event_at=newest)
+                s = GameSettings.from_dict(game.settings or {})
+                if s.default_as_of is not None and newest > datetime.fromisoformat(s.default_as_of):
+                    repo.update_settings(session, game_id, {"default_as_of": None})
+        self.counters["events_ingested"] = self.counters.get("events_ingested", 0) + inserted
+        return {"game_id": game_id, "accepted": events.height, "inserted": inserted,
+                "duplicates": events.height - inserted}
+
+    def ingest_daily(self, game_id: str, daily: pl.DataFrame) -> dict:
+        _check_id(game_id, "game_id")
+        daily = normalize_daily(daily)
+        with self._uow() as session:
+            repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
+            repo.upsert_daily(session, game_id, daily, mode="replace")
+            repo.touch_data_changed(session, game_id)
+        return {"game_id": game_id, "accepted": daily.height, "inserted": daily.height, "duplicates": 0}
+
+    def ingest_outcomes(self, game_id: str, outcomes: pl.DataFrame) -> dict:
+        _check_id(game_id, "game_id")
+        with self._uow() as session:
+            repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
+            repo.upsert_outcomes(session, game_id, outcomes)
+            repo.touch_data_changed(session, game_id)
+        return {"game_id": game_id, "accepted": outcomes.height, "inserted": outcomes.height, "duplicates": 0}
+
+    # ------------------------------------------------------------------ taxonomy
+    def _taxonomy(self, session, game_id: str, version: int | None = None) -> GameBehavioralTaxonomy:
+        if version is None:
+            version = repo.active_version(session, game_id)
+            if version is None:
+                repo.get_game_or_raise(session, game_id)
+                raise NoTaxonomy(f"game {game_id!r} has no calibrated taxonomy yet; calibrate it first")
+        key = (game_id, int(version))
+        tax = self._tax.get(key)
+        if tax is None:
+            d = repo.load_taxonomy(session, game_id, version)
+            if d is None:
+                repo.get_game_or_raise(session, game_id)
+                raise TaxonomyNotFound(f"game {game_id!r} has no taxonomy version {version}")
+            tax = GameBehavioralTaxonomy.from_dict(d)
+            tax.taxonomy_version = int(version)
+            for a in tax.active_axes:
+                _ = a.kernel  # compile once
+            with self._lock:
+                self._tax[key] = tax
+        return tax
+
+    def taxonomy_object(self, game_id: str, version: int | None = None) -> GameBehavioralTaxonomy:
+        with self.Session() as session:
+            return self._taxonomy(session, game_id, version)
+
+    def _days_back(self, s: GameSettings, *, calibration: bool) -> int:
+        need = max(s.profile_days, s.current_days + s.typical_days)
+        if calibration:
+            need = max(need, 2 * s.current_days + s.typical_days)
+        return need + 1
+
+    def calibrate(self, game_id: str, *, as_of=None, force: bool = False) -> dict:
+        with self.Session() as session:
+            game = repo.get_game_or_raise(session, game_id)
+            s = GameSettings.from_dict(game.settings or {})
+            as_of_dt = resolve_as_of(as_of, s)
+            active = repo.active_version(session, game_id)
+            if active is not None and not force:
+                info = srepo.version_info(session, game_id, active)
+                unchanged = game.data_changed_at is None or (info and info["created_at"] >= game.data_changed_at)
+                if unchanged and (as_of is None or (info and info["as_of"] == as_of_dt)):
+                    return self._taxonomy(session, game_id, active).to_dict()
+            d = _local_date(as_of_dt, s.timezone)
+            daily = repo.load_daily(session, game_id, start=d - timedelta(days=self._days_back(s, calibration=True)),
+                                    end=d)
+            first = repo.players_first_seen(session, game_id)
+            outcomes = repo.load_outcomes(session, game_id)
+            previous = self._taxonomy(session, game_id, active) if active is not None else None
+        tax = calibrate_frames(daily, game_id=game_id, as_of=as_of_dt, settings=s,
+                               outcomes=outcomes if outcomes.height else None, previous=previous, first=first)
+        with self._uow() as session:
+            tax.taxonomy_version = repo.next_version(session, game_id)
+            repo.save_taxonomy(session, game_id, tax.to_dict(), activate=True)
+        with self._lock:
+            self._tax[(game_id, tax.taxonomy_version)] = tax
+        return tax.to_dict()
+
+    def get_taxonomy(self, game_id: str, version: int | None = None) -> dict:
+        with self.Session() as session:
+            return self._taxonomy(session, game_id, version).to_dict()
+
+    def taxonomy_history(self, game_id: str) -> list[dict]:
+        with self.Session() as session:
+            repo.get_game_or_raise(session, game_id)
+            return repo.list_versions(session, game_id)
+
+    def rollback(self, game_id: str, version: int | None = None, *, actor: str | None = None) -> dict:
+        with self._uow() as session:
+            repo.get_game_or_raise(session, game_id)
+            active = repo.active_version(session, game_id)
+            versions = [v["version"] for v in repo.list_versions(session, game_id)]
+            if version is None:
+                older = [v for v in versions if active is None or v < active]
+                if not older:
+                    raise TaxonomyNotFound(f"game {game_id!r} has no version before {active} to roll back to")
+                version = max(older)
+            if version not in versions:
+                raise TaxonomyNotFound(f"game {game_id!r} has no taxonomy version {version}")
+            repo.activate_version(session, game_id, version)
+        return self.get_taxonomy(game_id, version)
+
+    def diff(self, game_id: str, a: int, b: int) -> dict:
+        ta, tb = self.taxonomy_object(game_id, a), self.taxonomy_object(game_id, b)
+        out = {"game_id": game_id, "from_version": a, "to_version": b, "axes": {}}
+        for axis in tb.axes:
+            try:
+                old = ta.axis(axis.axis_id)
+            except KeyError:
+                out["axes"][axis.axis_id] = {"added": True}
+                continue
+            old_ids = {s.segment_id: s.segment_name for s in old.segments}
+            new_ids = {s.segment_id: s.segment_name for s in axis.segments}
+            out["axes"][axis.axis_id] = {
+                "kept": sorted(set(old_ids) & set(new_ids)),
+                "renamed": {i: [old_ids[i], new_ids[i]] for i in set(old_ids) & set(new_ids)
+                            if old_ids[i] != new_ids[i]},
+                "removed": {i: old_ids[i] for i in set(old_ids) - set(new_ids)},
+                "added": {i: new_ids[i] for i in set(new_ids) - set(old_ids)},
+                "k": [len(old.segments), len(axis.segments)],
+            }
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def _player_data(self, session, game_id: str, s: GameSettings, as_of_dt: datetime, player_ids, days: int):
+        d = _local_date(as_of_dt, s.timezone)
+        daily = repo.load_daily(session, game_id, start=d - timedelta(days=days), end=d, player_ids=player_ids)
+        first = repo.players_first_seen(session, game_id, player_ids=player_ids)
+        return daily, first
+
+    def _prepare(self, session, game_id, as_of, version=None):
+        s = self._settings(session, game_id)
+        tax = self._taxonomy(session, game_id, version)
+        return s, tax, resolve_as_of(as_of, s)
+
+    def categorize(self, game_id: str, player_id: str, *, as_of=None, taxonomy_version=None) -> dict:
+        _check_id(player_id, "player_id")
+        out = self.categorize_batch(game_id, [player_id], as_of=as_of, taxonomy_version=taxonomy_version)
+        if out["errors"]:
+            raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
+        return out["profiles"][0]
+
+    def categorize_batch(self, game_id: str, player_ids: list[str], *, as_of=None, compact: bool = False,
+                         persist: bool = False, taxonomy_version=None) -> dict:
+        ids = list(dict.fromkeys(player_ids))
+        with self.Session() as session:
+            s, tax, as_of_dt = self._prepare(session, game_id, as_of, taxonomy_version)
+            daily, first = self._player_data(session, game_id, s, as_of_dt, ids, s.profile_days + 1)
+        known = set(first["player_id"].to_list())
+        errors = [{"player_id": p, "error": "player_not_found"} for p in ids if p not in known]
+        ok = [p for p in ids if p in known]
+        if not ok:
+            return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "as_of": as_of_dt.isoformat(),
+                    "profiles": [], "errors": errors}
+        ps = score_profiles(tax, daily, as_of_dt, player_ids=ok, first=first)
+        profiles = []
+        for i in range(len(ps.player_ids)):
+            p = profile_dict(tax, ps, i) if not compact else _compact(tax, ps, i)
+            p["as_of"] = as_of_dt.isoformat()
+            profiles.append(p)
+        if persist:
+            self._persist_memberships(game_id, tax, ps)
+        self.counters["categorizations"] = self.counters.get("categorizations", 0) + len(profiles)
+        self._record_confidence(game_id, ps.confidence)
+        return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "as_of": as_of_dt.isoformat(),
+                "profiles": profiles, "errors": errors}
+
+    def detect(self, game_id: str, player_id: str, *, as_of=None) -> dict:
+        _check_id(player_id, "player_id")
+        out = self.detect_batch(game_id, [player_id], as_of=as_of, persist=True, background=True)
+        if out["errors"]:
+            raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
+        return out["detections"][0]
+
+    def detect_batch(self, game_id: str, player_ids: list[str], *, as_of=None, persist: bool = False,
+                     background: bool = False) -> dict:
+        ids = list(dict.fromkeys(player_ids))
+        with self.Session() as session:
+            s, tax, as_of_dt = self._prepare(session, game_id, as_of)
+            daily, first = self._player_data(session, game_id, s, as_of_dt, ids,
+                                             s.current_days + s.typical_days + 1)
+        known = set(first["player_id"].to_list())
+        errors = [{"player_id": p, "error": "player_not_found"} for p in ids if p not in known]
+        ok = [p for p in ids if p in known]
+        if not ok:
+            return {"detections": [], "errors": errors}
+        shifts = self._shifts.get(game_id, {}).get("table", {})
+        res = run_detection(tax, daily, as_of_dt, player_ids=ok, first=first, shifts=shifts)
+        dets = [detection_dict(tax, res, i) | {"as_of": as_of_dt.isoformat()} for i in range(len(ok))]
+        if persist:
+            rows = _detection_rows(game_id, tax.taxonomy_version, as_of_dt, res, dets)
+            if background:
+                self._enqueue(("detections", game_id, rows))
+            else:
+                with self._uow() as session:
+                    repo.insert_detections(session, game_id, rows)
+        self.counters["detections"] = self.counters.get("detections", 0) + len(dets)
+        self.counters["anomalies_flagged"] = self.counters.get("anomalies_flagged", 0) + int(res.is_anomalous.sum())
+        return {"detections": dets, "errors": errors}
+
+    # ------------------------------------------------------------------ whole-game batch jobs (CLI)
+    def _all_data(self, game_id: str, as_of, days_fn):
+        with self.Session() as session:
+            s, tax, as_of_dt = self._prepare(session, game_id, as_of)
+            d = _local_date(as_of_dt, s.timezone)
+            daily = repo.load_daily(session, game_id, start=d - timedelta(days=days_fn(s)), end=d)
+            first = repo.players_first_seen(session, game_id)
+        return s, tax, as_of_dt, daily, first
+
+    def categorize_all(self, game_id: str, *, as_of=None, chunk: int = 100_000, progress=None) -> dict:
+        """Score every known player, persist memberships and typical offsets in bulk."""
+        t0 = time.perf_counter()
+        s, tax, as_of_dt, daily, first = self._all_data(
+            game_id, as_of, lambda s: max(s.profile_days, s.current_days + s.typical_days) + 1)
+        ids = first["player_id"].to_list()
+        rows = 0
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            sub = daily.filter(pl.col("player_id").is_in(part))
+            fpart = first.filter(pl.col("player_id").is_in(part))
+            ps = score_profiles(tax, sub, as_of_dt, first=fpart)
+            rows += self._persist_memberships(game_id, tax, ps, daily=sub, first=fpart, as_of_dt=as_of_dt)
+            if progress:
+                progress(len(part))
+        dt_s = time.perf_counter() - t0
+        return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "players": len(ids),
+                "rows_written": rows, "seconds": dt_s, "players_per_s": len(ids) / dt_s if dt_s else None}
+
+    def _persist_memberships(self, game_id, tax, ps, *, daily=None, first=None, as_of_dt=None) -> int:
+        frame = membership_rows(tax, ps)
+        offsets = None
+        if daily is not None:
+            offsets = typical_offset_rows(tax, daily, first, as_of_dt)
+        with self._uow() as session:
+            repo.bulk_write_memberships(session, game_id, tax.taxonomy_version, frame)
+            if offsets is not None:
+                repo.bulk_write_offsets(session, game_id, tax.taxonomy_version, offsets)
+        return frame.height + (offsets.height if offsets is not None else 0)
+
+    def detect_all(self, game_id: str, *, as_of=None, persist: bool = True) -> dict:
+        t0 = time.perf_counter()
+        s, tax, as_of_dt, daily, first = self._all_data(game_id, as_of,
+                                                        lambda s: s.current_days + s.typical_days + 1)
+        res = run_detection(tax, daily, as_of_dt, first=first)
+        table = {}
+        for sh in res.shifts:
+            axis = tax.axis(sh["axis"])
+            table[(sh["axis"], axis.segment_index(sh["segment_id"]), sh["signal"])] = sh["value"]
+        self._shifts[game_id] = {"as_of": as_of_dt.isoformat(), "shifts": res.shifts, "table": table}
+        flagged = np.flatnonzero(res.is_anomalous)
+        if persist:
+            dets = [detection_dict(tax, res, int(i)) for i in flagged]
+            rows = _detection_rows(game_id, tax.taxonomy_version, as_of_dt, res, dets, index=flagged)
+            with self._uow() as session:
+                repo.insert_detections(session, game_id, rows)
+        return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "players": len(res.player_ids),
+                "anomalous": int(len(flagged)), "shifts": res.shifts, "seconds": time.perf_counter() - t0,
+                "result": res}
+
+    def list_anomalies(self, game_id: str, *, axis=None, direction=None, min_score=None, since=None,
+                       limit: int = 100, cursor=None) -> dict:
+        self.flush()
+        with self.Session() as session:
+            repo.get_game_or_raise(session, game_id)
+            return repo.list_anomalies(session, game_id, axis=axis, direction=direction, min_score=min_score,
+                                       since=since, limit=limit, cursor=cursor)
+
+    def shifts(self, game_id: str) -> list[dict]:
+        with self.Session() as session:
+            repo.get_game_or_raise(session, game_id)
+        if game_id not in self._shifts:
+            self.detect_all(game_id, persist=False)
+        return self._shifts[game_id]["shifts"]
+
+    def erase_player(self, game_id: str, player_id: str) -> dict:
+        with self._uow() as session:
+            repo.get_game_or_raise(session, game_id)
+            n = sum(repo.erase_player(session, game_id, player_id).values())
+        if not n:
+            raise PlayerNotFound(f"player {player_id!r} is not stored in game {game_id!r}")
+        return {"game_id": game_id, "player_id": player_id, "erased": True, "rows_deleted": n}
+
+    # ------------------------------------------------------------------ background persistence
+    def _enqueue(self, item) -> None:
+        self._writes.put(item)
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, name="useg-writer", daemon=True)
+            self._writer.start()
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._writes.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._writes.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_batch(batch)
+
+    def _write_batch(self, batch) -> None:
+        by_game: dict[str, list] = {}
+        for _kind, game_id, rows in batch:
+            by_game.setdefault(game_id, []).extend(rows)
+        for game_id, rows in by_game.items():
+            for attempt in range(3):
+                try:
+                    with self._uow() as session:
+                        repo.insert_detections(session, game_id, rows)
+                    break
+                except Exception:  # noqa: BLE001 - derived data, retried then logged
+                    log.exception("persisting %d detections failed (attempt %d)", len(rows), attempt + 1)
+                    time.sleep(0.2 * (attempt + 1))
+        for _ in batch:
+            self._writes.task_done()
+
+    def flush(self) -> None:
+        """Wait until detections answered so far are persisted."""
+        if self._writer is not None and self._writer.is_alive():
+            self._writes.join()
+
+    # ------------------------------------------------------------------ API keys and limits
+    def create_api_key(self, scope: str, *, games: list[str] | None = None, name: str | None = None
+                       ) -> tuple[str, dict]:
+        if scope not in ("read", "write", "admin"):
+            raise InvalidInput("scope must be read, write or admin", field="scope")
+        prefix = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(24)
+        plaintext = f"useg_{prefix}_{secret}"
+        with self._uow() as session:
+            repo.create_api_key(session, key_prefix=prefix, key_hash=_hash_key(plaintext), scope=scope,
+                                games=games, name=name)
+            info = _key_public(srepo.get_api_key_info(session, prefix))
+        return plaintext, info
+
+    def ensure_api_key(self, plaintext: str, scope: str = "admin") -> dict:
+        """Store a given key (bootstrap admin key) if it is not stored yet."""
+        parts = plaintext.split("_")
+        prefix = parts[1] if len(parts) >= 3 and parts[0] == "useg" else hashlib.sha256(
+            plaintext.encode()).hexdigest()[:8]
+        with self._uow() as session:
+            found = srepo.get_api_key_info(session, prefix)
+            if found:
+                return _key_public(found)
+            key = repo.create_api_key(session, key_prefix=prefix, key_hash=_hash_key(plaintext), scope=scope,
+                                      games=None, name="bootstrap")
+            return _key_public(srepo.get_api_key_info(session, key.key_prefix))
+
+    def authenticate(self, key: str) -> dict | None:
+        parts = key.split("_")
+        prefix = parts[1] if len(parts) >= 3 and parts[0] == "useg" else hashlib.sha256(key.encode()).hexdigest()[:8]
+        with self.Session() as session:
+            found = srepo.get_api_key_info(session, prefix)
+        if not found or found.get("revoked_at") is not None:
+            return None
+        if not secrets.compare_digest(found["key_hash"], _hash_key(key)):
+            return None
+        return {"id": found["id"], "scope": found["scope"], "games": found.get("games")}
+
+    def list_api_keys(self) -> list[dict]:
+        with self.Session() as session:
+            return [_key_public(srepo.get_api_key_info(session, k.key_prefix))
+                    for k in repo.list_api_keys(session, include_revoked=True)]
+
+    def revoke_api_key(self, key_prefix: str) -> None:
+        with self._uow() as session:
+            if not repo.revoke_api_key(session, key_prefix):
+                raise InvalidInput(f"no API key with prefix {key_prefix!r}", field="key_prefix")
+
+    def rate_limit_hit(self, key_id: int, limit_per_minute: int) -> bool:
+        window = int(time.time() // 60)
+        with self._uow() as session:
+            n = srepo.rate_limit_increment(session, key_id, window)
+        return n > limit_per_minute
+
+    # ------------------------------------------------------------------ metrics
+    def _record_confidence(self, game_id: str, conf: np.ndarray) -> None:
+        if len(conf):
+            key = f"confidence_sum:{game_id}"
+            self.counters[key] = self.counters.get(key, 0.0) + float(conf.sum())
+            key_n = f"confidence_n:{game_id}"
+            self.counters[key_n] = self.counters.get(key_n, 0) + len(conf)
+
+    def metrics_snapshot(self) -> dict:
+        games = {}
+        for (game_id, _v), tax in list(self._tax.items()):
+            n = self.counters.get(f"confidence_n:{game_id}", 0)
+            games[game_id] = {
+                "variance_explained": tax.variance_explained,
+                "average_confidence": (self.counters.get(f"confidence_sum:{game_id}", 0.0) / n) if n else None,
+                "taxonomy_version": tax.taxonomy_version,
+            }
+        return {"games": games, "counters": {k: v for k, v in self.counters.items() if ":" not in k}}
+
+
+# ---------------------------------------------------------------------- helpers
+def _hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _key_public(info: dict | None) -> dict:
+    if info is None:
+        return {}
+    return {k: v for k, v in info.items() if k != "key_hash"}
+
+
+def _check_id(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise InvalidInput(f"{name} must be a non-empty string of at most 255 characters", field=name)
+
+
+def _compact(tax, ps, i: int) -> dict:
+    prim = {a.axis.axis_id: a.axis.segments[a.scores.primary[i]].segment_name for a in ps.axes}
+    for axis in tax.axes:
+        if axis.degenerate:
+            prim[axis.axis_id] = axis.segments[0].segment_name
+    top = []
+    for j in range(ps.top_axis.shape[1]):
+        ai = ps.top_axis[i, j]
+        if ai >= 0:
+            a = ps.axes[ai]
+            top.append([a.axis.axis_id, a.axis.segments[ps.top_segment[i, j]].segment_name])
+    return {"player_id": ps.player_ids[i], "primary_segments": prim, "top_segments": top,
+            "confidence": float(ps.confidence[i]), "taxonomy_version": tax.taxonomy_version}
+
+
+def membership_rows(tax: GameBehavioralTaxonomy, ps) -> pl.DataFrame:
+    """Rows for ``player_segment_memberships``: each axis's primary and every segment with strength ≥ 0.01."""
+    parts = []
+    n = len(ps.player_ids)
+    pid = np.asarray(ps.player_ids, dtype=object)
+    now = datetime.now(UTC)
+    for a in ps.axes:
+        ks = a.scores
+        k = ks.strength.shape[1]
+        off_model, off_metric = primary_offsets(tax, ps, a)
+        seg_ids = np.array([s.segment_id for s in a.axis.segments])
+        centers_metric = np.stack([s.center_metric for s in a.axis.segments])
+        is_primary = np.zeros((n, k), dtype=bool)
+        is_primary[np.arange(n), ks.primary] = True
+        keep = is_primary | (ks.strength >= 0.01)
+        rr, ss = np.nonzero(keep)
+        offsets = ps.X[rr][:, a.cols] - centers_metric[ss]
+        metrics = a.axis.metrics
+        parts.append(pl.DataFrame({
+            "player_id": pid[rr], "taxonomy_version": tax.taxonomy_version, "segment_id": seg_ids[ss],
+            "axis": a.axis.axis_id, "is_primary": is_primary[rr, ss],
+            "membership_strength": ks.strength[rr, ss], "membership_probability": ks.probability[rr, ss],
+            "typicality": ks.typicality[rr, ss], "distance_from_center": np.sqrt(ks.dist_sq[rr, ss]),
+            "position_offset": [dict(zip(metrics, row.tolist(), strict=True)) for row in offsets],
+            "confidence": a.confidence[rr], "last_updated": now,
+        }, strict=False))
+    if not parts:
+        return pl.DataFrame()
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def typical_offset_rows(tax: GameBehavioralTaxonomy, daily: pl.DataFrame, first: pl.DataFrame,
+                        as_of_dt: datetime) -> pl.DataFrame:
+    """Rows for ``player_typical_offsets``: x_typ − μ_s* per axis, model space and metric units."""
+    s = GameSettings.from_dict(tax.settings)
+    frames = compute_windows(daily, as_of_dt, s, custom_types=tax.custom_types, first=first,
+                             which=("typical",))
+    typ = frames["typical"]
+    segs = typical_segments(tax, typ)
+    X = matrix(typ, tax.scaler.metrics)
+    pid = typ["player_id"].to_list()
+    e = typ["exposure_days"].to_numpy()
+    now = datetime.now(UTC)
+    parts = []
+    for axis in tax.active_axes:
+        seg, Zt, cols = segs[axis.axis_id]
+        kern = axis.kernel
+        off_model = Zt - kern.centers_[seg]
+        centers_metric = np.stack([sg.center_metric for sg in axis.segments])[seg]
+        off_metric = X[:, cols] - centers_metric
+        seg_ids = np.array([sg.segment_id for sg in axis.segments])[seg]
+        parts.append(pl.DataFrame({
+            "player_id": pid, "taxonomy_version": tax.taxonomy_version, "axis": axis.axis_id,
+            "segment_id": seg_ids,
+            "offset": [dict(zip(axis.metrics, r.tolist(), strict=True)) for r in off_metric],
+            "offset_model": [dict(zip(axis.metrics, r.tolist(), strict=True)) for r in off_model],
+            "typical_exposure_days": e, "updated_at": now,
+        }, strict=False))
+    return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame()
+
+
+def _detection_rows(game_id, version, as_of_dt, res, dets, index=None) -> list[dict]:
+    now = datetime.now(UTC)
+    idx = range(len(dets)) if index is None else index
+    rows = []
+    for d, i in zip(dets, idx, strict=True):
+        rows.append({
+            "game_id": game_id, "player_id": d["player_id"], "taxonomy_version": version, "as_of": as_of_dt,
+            "detected_at": now, "is_anomalous": bool(res.is_anomalous[i]),
+            "overall_score": float(res.overall_score[i]), "surprise": float(res.surprise[i]),
+            "confidence": float(res.confidence[i]), "context": res.context, "axes": d["axes"],
+        })
+    return rows
+
+
+def _forbid(games: list[str] | None, game_id: str) -> None:
+    if games is not None and game_id not in games:
+        raise Forbidden(f"this API key may not access game {game_id!r}")
+
+
+__all__ = ["Services", "membership_rows", "typical_offset_rows", "align", "GameNotFound"]
