@@ -163,7 +163,7 @@ def volume_bins(basis: np.ndarray, edges: list[float]) -> np.ndarray:
 
 def volume_edges(basis: np.ndarray, n_bins: int = 3) -> list[float]:
     b = np.asarray(basis, float)
-    if len(b) < 60:
+    if len(b) < 60 or n_bins < 2:
         return []
     edges = np.unique(np.quantile(b, np.linspace(0, 1, n_bins + 1)[1:-1]))
     return [float(e) for e in edges]

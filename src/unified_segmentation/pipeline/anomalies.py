@@ -229,7 +229,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         if fit:
             for s in range(k):
                 m = (seg == s) & valid
-                edges = an.volume_edges(basis[m])
+                edges = an.volume_edges(basis[m], n_bins=max(1, min(3, int(m.sum()) // 150)))
                 bins = an.volume_bins(basis[m], edges)
                 overall = an.fit_tail(diff[m])
                 tails = []
@@ -360,24 +360,36 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     )
 
 
-def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair) -> dict:
-    """Fit dispersions and tails on the null run (one window back) and set per-axis thresholds."""
-    segs = typical_segments(taxonomy, null_pair.typ)
-    ok = null_pair.e_typ >= float(taxonomy.settings.get("min_typical_days", 7.0))
+def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
+                      fit_pair: WindowPair | None = None) -> dict:
+    """Fit dispersions and tails, then set per-axis thresholds from the null run (one window back).
+
+    With ``fit_pair`` (two windows back) the statistics are fitted there and the thresholds are set on
+    ``null_pair``: out of sample, so the threshold sees the same miscalibration the current week will.
+    """
+    min_typ = float(taxonomy.settings.get("min_typical_days", 7.0))
+    fit_pair = fit_pair or null_pair
+
+    def usable(pair: WindowPair) -> tuple[WindowPair, dict]:
+        ok = pair.e_typ >= min_typ
+        sub = WindowPair(pair.cur.filter(pl.Series(ok)), pair.typ.filter(pl.Series(ok)))
+        return sub, typical_segments(taxonomy, sub.typ)
+
+    fit_sub, fit_segs = usable(fit_pair)
+    null_sub, null_segs = usable(null_pair)
     null_surprise = {}
     for axis in taxonomy.active_axes:
-        seg = segs[axis.axis_id][0]
-        sub = WindowPair(null_pair.cur.filter(pl.Series(ok)), null_pair.typ.filter(pl.Series(ok)))
-        sig = axis_signals(taxonomy, axis, sub, seg[ok], fit=True)
-        # second pass with fitted parameters: the null statistic itself
-        sig = axis_signals(taxonomy, axis, sub, seg[ok])
+        axis_signals(taxonomy, axis, fit_sub, fit_segs[axis.axis_id][0], fit=True)
+        sig = axis_signals(taxonomy, axis, null_sub, null_segs[axis.axis_id][0])
         null_surprise[axis.axis_id] = an.combine(sig.p, sig.sign)[0]
     alarm_rate = float(taxonomy.settings.get("alarm_rate", 0.004))
     thresholds = an.null_thresholds(null_surprise, alarm_rate, CUT)
     for axis in taxonomy.active_axes:
         axis.anomaly_threshold = thresholds.get(axis.axis_id, 1.0)
     return {
-        "null_players": int(ok.sum()),
+        "null_players": null_sub.cur.height,
+        "fit_players": fit_sub.cur.height,
+        "cross_fitted": fit_pair is not null_pair,
         "alarm_rate": alarm_rate,
         "null_surprise_quantiles": {
             a: [float(q) for q in np.quantile(s, [0.5, 0.9, 0.99, 0.999])] if len(s) else []

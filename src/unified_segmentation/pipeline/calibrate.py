@@ -211,7 +211,11 @@ def calibrate_frames(daily: pl.DataFrame, *, game_id: str, as_of: datetime, sett
     null = compute_windows(daily, as_of, settings, custom_types=custom, first=first,
                            shift_days=settings.current_days, which=("current", "typical"))
     null_pair = WindowPair(null["current"], align(null["typical"], null["current"]["player_id"]))
-    taxonomy.anomaly = fit_anomaly_model(taxonomy, null_pair)
+    fit = compute_windows(daily, as_of, settings, custom_types=custom, first=first,
+                          shift_days=2 * settings.current_days, which=("current", "typical"))
+    fit_pair = WindowPair(fit["current"], align(fit["typical"], fit["current"]["player_id"]))
+    enough = (fit_pair.e_typ >= settings.min_typical_days).sum() >= MIN_CALIBRATION_PLAYERS
+    taxonomy.anomaly = fit_anomaly_model(taxonomy, null_pair, fit_pair if enough else None)
     taxonomy.anomaly["legacy"] = _fit_legacy(null_pair)
     if previous is not None:
         match_segments(taxonomy, previous, calib)

@@ -206,7 +206,7 @@ class Services:
     def _days_back(self, s: GameSettings, *, calibration: bool) -> int:
         need = max(s.profile_days, s.current_days + s.typical_days)
         if calibration:
-            need = max(need, 2 * s.current_days + s.typical_days)
+            need = max(need, 3 * s.current_days + s.typical_days)
         return need + 1
 
     def calibrate(self, game_id: str, *, as_of=None, force: bool = False) -> dict:
@@ -421,8 +421,13 @@ class Services:
         self.flush()
         with self.Session() as session:
             repo.get_game_or_raise(session, game_id)
-            return repo.list_anomalies(session, game_id, axis=axis, direction=direction, min_score=min_score,
+            page = repo.list_anomalies(session, game_id, axis=axis, direction=direction, min_score=min_score,
                                        since=since, limit=limit, cursor=cursor)
+            items = [{"id": d.id, "player_id": d.player_id, "taxonomy_version": d.taxonomy_version,
+                      "as_of": d.as_of.isoformat(), "detected_at": d.detected_at.isoformat(),
+                      "is_anomalous": d.is_anomalous, "overall_score": d.overall_score, "surprise": d.surprise,
+                      "confidence": d.confidence, "context": d.context, "axes": d.axes} for d in page.items]
+        return {"game_id": game_id, "items": items, "next_cursor": page.next_cursor}
 
     def shifts(self, game_id: str) -> list[dict]:
         with self.Session() as session:
