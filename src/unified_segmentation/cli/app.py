@@ -144,7 +144,7 @@ def _ingest(kind: str, file: Path, game: str, mapping, skip_invalid: bool, datab
     with progress(f"storing {res.height} rows"):
         summary = getattr(svc, f"ingest_{kind}")(game, res)
     if rejects is not None and rejects.height:
-        path = file.with_suffix(file.suffix + ".rejects.csv")
+        path = Path.cwd() / f"{file.name}.rejects.csv"
         rejects.write_csv(path)
         summary["rejected"] = rejects.height
         summary["reject_file"] = str(path)
