@@ -15,8 +15,13 @@ from ..models import ApiKey, DailyActivity, Game, Player, TaxonomyVersion
 from .events import ingest_lock
 
 __all__ = [
-    "count_players", "delete_event_daily", "delete_game", "get_api_key_info", "primary_segments",
-    "rate_limit_increment", "version_info",
+    "count_players",
+    "delete_event_daily",
+    "delete_game",
+    "get_api_key_info",
+    "primary_segments",
+    "rate_limit_increment",
+    "version_info",
 ]
 
 
@@ -26,10 +31,26 @@ def delete_game(session: Session, game_id: str) -> bool:
     if game is None:
         return False
     session.flush()
-    for table in ("player_segment_memberships", "player_typical_offsets", "anomaly_detections", "segment_definitions",
-                  "behavioral_axes", "game_behavioral_taxonomy", "taxonomy_versions", "daily_activity", "players",
-                  "outcomes", "raw_events", "event_keys", "rollout_audit", "rollout_configs", "shadow_comparisons",
-                  "validation_reports", "calibration_jobs", "idempotency_keys"):
+    for table in (
+        "player_segment_memberships",
+        "player_typical_offsets",
+        "anomaly_detections",
+        "segment_definitions",
+        "behavioral_axes",
+        "game_behavioral_taxonomy",
+        "taxonomy_versions",
+        "daily_activity",
+        "players",
+        "outcomes",
+        "raw_events",
+        "event_keys",
+        "rollout_audit",
+        "rollout_configs",
+        "shadow_comparisons",
+        "validation_reports",
+        "calibration_jobs",
+        "idempotency_keys",
+    ):
         session.execute(text(f"DELETE FROM {table} WHERE game_id = :g"), {"g": game_id})
     session.execute(delete(Game).where(Game.game_id == game_id))
     return True
@@ -43,8 +64,9 @@ def delete_event_daily(session: Session, game_id: str) -> int:
     """Delete the daily rows rolled up from events (before re-deriving them in a new time zone)."""
     session.flush()
     ingest_lock(session, game_id)
-    res = session.execute(delete(DailyActivity).where(DailyActivity.game_id == game_id,
-                                                       DailyActivity.source == "events"))
+    res = session.execute(
+        delete(DailyActivity).where(DailyActivity.game_id == game_id, DailyActivity.source == "events")
+    )
     return int(res.rowcount or 0)
 
 
@@ -67,8 +89,14 @@ def primary_segments(session: Session, game_id: str, version: int) -> pl.DataFra
         f"AND m.is_primary = {'TRUE' if kind == 'postgresql' else 1} "
         "ORDER BY m.player_id, m.axis"
     )
-    schema = {"player_id": pl.String(), "axis": pl.String(), "segment_id": pl.Int64(), "segment_name": pl.String(),
-              "membership_probability": pl.Float64(), "confidence": pl.Float64()}
+    schema = {
+        "player_id": pl.String(),
+        "axis": pl.String(),
+        "segment_id": pl.Int64(),
+        "segment_name": pl.String(),
+        "membership_probability": pl.Float64(),
+        "confidence": pl.Float64(),
+    }
     return _bulk.read_query(session, query, [game_id, version], schema)
 
 
@@ -76,8 +104,15 @@ def get_api_key_info(session: Session, key_prefix: str) -> dict[str, Any] | None
     key = session.scalar(select(ApiKey).where(ApiKey.key_prefix == key_prefix))
     if key is None:
         return None
-    return {"id": key.id, "scope": key.scope, "games": key.games, "key_hash": key.key_hash,
-            "revoked_at": key.revoked_at, "name": key.name, "key_prefix": key.key_prefix}
+    return {
+        "id": key.id,
+        "scope": key.scope,
+        "games": key.games,
+        "key_hash": key.key_hash,
+        "revoked_at": key.revoked_at,
+        "name": key.name,
+        "key_prefix": key.key_prefix,
+    }
 
 
 def rate_limit_increment(session: Session, key_id: int, window: int) -> int:
@@ -86,10 +121,14 @@ def rate_limit_increment(session: Session, key_id: int, window: int) -> int:
     now = dt.datetime.now(dt.UTC)
     session.execute(text("DELETE FROM rate_limit_counters WHERE window_start < :w"), {"w": window - 2})
     if kind == "postgresql":
-        sql = ("INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
-               "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1, "
-               "updated_at = :t RETURNING hits")
+        sql = (
+            "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
+            "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1, "
+            "updated_at = :t RETURNING hits"
+        )
     else:
-        sql = ("INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
-               "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = hits + 1, updated_at = :t RETURNING hits")
+        sql = (
+            "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
+            "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = hits + 1, updated_at = :t RETURNING hits"
+        )
     return int(session.execute(text(sql), {"k": key_id, "w": window, "t": now}).scalar_one())

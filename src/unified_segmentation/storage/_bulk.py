@@ -1,0 +1,371 @@
+"""Bulk I/O between Polars frames and the database, one code path per dialect.
+
+PostgreSQL: frames travel as CSV written by Polars (no Python loop per row) through psycopg's
+``COPY``, in both directions. SQLite: ``executemany`` on the driver cursor inside the caller's
+transaction, and plain ``SELECT`` for reading.
+
+Nothing here commits. All helpers use the connection of the caller's session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Table, text
+from sqlalchemy.orm import Session
+
+from .db import dialect_name, json_dumps
+
+# How SQLAlchemy's SQLite DATETIME stores values: naive UTC text with microseconds.
+SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
+# CSV for COPY: explicit UTC offset, so the server's TimeZone setting never matters.
+PG_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.6f+00"
+_COPY_CHUNK = 1 << 20
+# Up to this many keys, look-ups use one parameterized query instead of a temporary table.
+SMALL_BATCH = 2_000
+
+
+def dialect(session: Session) -> str:
+    return dialect_name(session)
+
+
+def temp_name(prefix: str) -> str:
+    return f"_useg_{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextmanager
+def dbapi_cursor(session: Session) -> Iterator[Any]:
+    """The driver cursor of the session's connection (inside the session's transaction)."""
+    cursor = session.connection().connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# locks
+# --------------------------------------------------------------------------------------------------
+
+
+def lock(session: Session, key: str) -> None:
+    """Serialize writers of ``key`` until the end of the transaction.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite has a single writer: a write statement
+    that touches no row takes the database write lock now (waiting on the busy timeout) instead of
+    at the first real write, so what this transaction reads next cannot go stale.
+    """
+    if dialect(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+    else:
+        session.execute(text("DELETE FROM event_keys WHERE 0 = 1"))
+
+
+# --------------------------------------------------------------------------------------------------
+# frame preparation
+# --------------------------------------------------------------------------------------------------
+
+
+def json_text(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """An expression turning ``column`` (Utf8 JSON text, Struct, List or Python objects) into JSON text."""
+    dtype = frame.schema[column]
+    col = pl.col(column)
+    if dtype == pl.String:
+        return col
+    if dtype == pl.Null:
+        return col.cast(pl.String)
+    if isinstance(dtype, pl.Struct):
+        return col.struct.json_encode()
+    return col.map_elements(
+        lambda v: None if v is None else json_dumps(v.to_list() if isinstance(v, pl.Series) else v),
+        return_dtype=pl.String,
+    )
+
+
+def _utc(expr: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    if dtype.time_zone is None:
+        return expr.dt.replace_time_zone("UTC")
+    return expr.dt.convert_time_zone("UTC")
+
+
+def encode_for(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Datetimes to UTC (and, for SQLite, to the stored text form); dates to ISO text on SQLite."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            col = _utc(col, dtype)
+            if kind == "sqlite":
+                col = col.dt.replace_time_zone(None).dt.strftime(SQLITE_DATETIME_FORMAT)
+        elif dtype == pl.Date and kind == "sqlite":
+            col = col.dt.strftime("%Y-%m-%d")
+        exprs.append(col.alias(name))
+    return frame.select(exprs)
+
+
+def to_csv(frame: pl.DataFrame) -> bytes:
+    return frame.write_csv(
+        include_header=False, datetime_format=PG_DATETIME_FORMAT, date_format="%Y-%m-%d"
+    ).encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+
+
+def pg_copy_in(cursor: Any, table: str, columns: Sequence[str], frame: pl.DataFrame) -> None:
+    """``COPY table (columns) FROM STDIN`` with the frame as CSV. The frame is already encoded."""
+    cols = ", ".join(quote(c) for c in columns)
+    data = memoryview(to_csv(frame.select(columns)))
+    with cursor.copy(f"COPY {quote(table)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        for start in range(0, len(data), _COPY_CHUNK):
+            copy.write(data[start : start + _COPY_CHUNK])
+
+
+def sqlite_insert_many(cursor: Any, table: str, columns: Sequence[str], frame: pl.DataFrame) -> None:
+    cols = ", ".join(quote(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    cursor.executemany(
+        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks})", frame.select(columns).iter_rows()
+    )
+
+
+def insert_frame(session: Session, table: Table | str, frame: pl.DataFrame) -> int:
+    """Append every row of ``frame`` to ``table`` (columns by name). No conflict handling: callers
+    make sure the rows are new (they hold the lock that makes that true)."""
+    if frame.height == 0:
+        return 0
+    name = table if isinstance(table, str) else table.name
+    kind = dialect(session)
+    encoded = encode_for(frame, kind)
+    with dbapi_cursor(session) as cursor:
+        if kind == "postgresql":
+            pg_copy_in(cursor, name, encoded.columns, encoded)
+        else:
+            sqlite_insert_many(cursor, name, encoded.columns, encoded)
+    return frame.height
+
+
+def create_temp_like(session: Session, source: str, prefix: str) -> str:
+    """A temporary table with ``source``'s columns (no constraints but NOT NULL), dropped at commit."""
+    name = temp_name(prefix)
+    if dialect(session) == "postgresql":
+        session.execute(text(f"CREATE TEMP TABLE {name} (LIKE {quote(source)}) ON COMMIT DROP"))
+    else:
+        session.execute(text(f"CREATE TEMP TABLE {name} AS SELECT * FROM {quote(source)} WHERE 0 = 1"))
+    return name
+
+
+def create_temp(session: Session, prefix: str, columns: Sequence[tuple[str, str]]) -> str:
+    """A temporary table with ``(name, sql_type)`` columns, dropped at commit (PostgreSQL) or by
+    :func:`drop_temp`."""
+    name = temp_name(prefix)
+    cols = ", ".join(f"{quote(c)} {t}" for c, t in columns)
+    suffix = " ON COMMIT DROP" if dialect(session) == "postgresql" else ""
+    session.execute(text(f"CREATE TEMP TABLE {name} ({cols}){suffix}"))
+    return name
+
+
+def drop_temp(session: Session, name: str) -> None:
+    session.execute(text(f"DROP TABLE IF EXISTS {name}"))
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------
+
+
+def pg_copy_out(cursor: Any, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> bytes:
+    """``COPY (query) TO STDOUT`` as CSV bytes (parameters bound client-side)."""
+    buf = io.BytesIO()
+    with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
+        for chunk in copy:
+            buf.write(chunk)
+    return buf.getvalue()
+
+
+def read_query(
+    session: Session,
+    query: str,
+    params: Sequence[Any] | dict[str, Any] | None,
+    schema: dict[str, pl.DataType | type[pl.DataType]],
+) -> pl.DataFrame:
+    """Run ``query`` (driver paramstyle: ``%s`` on PostgreSQL, ``?`` on SQLite) into a frame.
+
+    ``schema`` names the selected columns in order; temporal columns are selected as text
+    (:func:`sql_date`, :func:`sql_datetime`), declared ``pl.String`` and parsed with
+    :func:`parse_temporal`.
+    """
+    if dialect(session) == "postgresql":
+        with dbapi_cursor(session) as cursor:
+            data = pg_copy_out(cursor, query, params)
+        if not data:
+            return pl.DataFrame(schema=schema)
+        return pl.read_csv(data, has_header=False, schema=schema)
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(query, params or ())
+        rows = cursor.fetchall()
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def parse_temporal(
+    frame: pl.DataFrame, dates: Iterable[str] = (), datetimes: Iterable[str] = ()
+) -> pl.DataFrame:
+    """Text columns selected with :func:`sql_date` / :func:`sql_datetime` back to Date / Datetime(UTC)."""
+    exprs = [pl.col(c).str.to_date("%Y-%m-%d") for c in dates]
+    exprs += [
+        pl.col(c).str.to_datetime(SQLITE_DATETIME_FORMAT, time_unit="us").dt.replace_time_zone("UTC")
+        for c in datetimes
+    ]
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def sql_date(kind: str, column: str) -> str:
+    """SQL text of a date column as ``YYYY-MM-DD`` regardless of the server's DateStyle."""
+    return f"to_char({column}, 'YYYY-MM-DD')" if kind == "postgresql" else column
+
+
+def sql_datetime(kind: str, column: str) -> str:
+    """SQL text of a UTC timestamp as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if kind == "postgresql":
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+    return column
+
+
+def sql_json(kind: str, column: str) -> str:
+    return f"{column}::text" if kind == "postgresql" else column
+
+
+def param(kind: str) -> str:
+    return "%s" if kind == "postgresql" else "?"
+
+
+def in_list(kind: str, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+    """``column`` in ``values`` as one bound parameter (an array, or a JSON list on SQLite)."""
+    if kind == "postgresql":
+        return f"{column} = ANY(%s)", list(values)
+    return f"{column} IN (SELECT value FROM json_each(?))", json_dumps(list(values))
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def datetime_param(kind: str, value: dt.datetime) -> Any:
+    """A datetime bound directly through the driver (bypassing SQLAlchemy's type processing)."""
+    value = as_utc(value)
+    if kind == "sqlite":
+        return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def date_param(kind: str, value: dt.date) -> Any:
+    return value.isoformat() if kind == "sqlite" else value
+
+
+def dialect_insert(session: Session) -> Any:
+    """``insert`` of the session's dialect (it has ``on_conflict_do_nothing`` / ``_do_update``)."""
+    if dialect(session) == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def upsert_frame(
+    session: Session,
+    table: str,
+    frame: pl.DataFrame,
+    keys: Sequence[str],
+    sets: Sequence[str],
+    where: str | None = None,
+) -> None:
+    """Insert the rows of ``frame`` (unique on ``keys``) or, where a row with the same keys exists,
+    apply ``sets`` to it (``col = expr`` with ``{new}`` naming the incoming row and the table's own
+    name the stored one), optionally only where ``where`` holds. No ``sets``: existing rows are kept.
+
+    PostgreSQL: the keys are staged with ``COPY``, the existing ones updated from a staging table
+    with ``UPDATE ... FROM`` and the new ones appended with ``COPY`` in key order; this costs about
+    half of ``INSERT ... ON CONFLICT DO UPDATE``. It is exact because callers serialize the writers
+    of these keys (:func:`lock`); a writer that did not would fail on the primary key, not corrupt.
+    SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE``.
+    """
+    if frame.height == 0:
+        return
+    kind = dialect(session)
+    cols = frame.columns
+    encoded = encode_for(frame, kind)
+    if kind == "sqlite":
+        new = "excluded"
+        conflict = f"ON CONFLICT ({', '.join(keys)}) " + (
+            "DO UPDATE SET "
+            + ", ".join(s.format(new=new) for s in sets)
+            + (f" WHERE {where.format(new=new)}" if where else "")
+            if sets
+            else "DO NOTHING"
+        )
+        marks = ", ".join("?" for _ in cols)
+        with dbapi_cursor(session) as cursor:
+            cursor.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) {conflict}", encoded.iter_rows()
+            )
+        return
+
+    key_list = ", ".join(keys)
+    match = " AND ".join(f"{table}.{k} = t.{k}" for k in keys)
+    staged_keys = temp_name("keys")
+    session.execute(text(f"CREATE TEMP TABLE {staged_keys} AS SELECT {key_list} FROM {table} WITH NO DATA"))
+    with dbapi_cursor(session) as cursor:
+        pg_copy_in(cursor, staged_keys, keys, encoded)
+        cursor.execute(f"ANALYZE {staged_keys}")
+        key_exprs = []
+        for k in keys:  # temporal keys as ISO text whatever the server's DateStyle
+            dtype = encoded.schema[k]
+            if dtype == pl.Date:
+                key_exprs.append(sql_date(kind, f"t.{k}"))
+            elif isinstance(dtype, pl.Datetime):
+                key_exprs.append(sql_datetime(kind, f"t.{k}"))
+            else:
+                key_exprs.append(f"t.{k}")
+        found = pg_copy_out(
+            cursor, f"SELECT {', '.join(key_exprs)} FROM {staged_keys} t JOIN {table} ON {match}"
+        )
+        cursor.execute(f"DROP TABLE {staged_keys}")
+    if found:
+        existing = parse_temporal(
+            pl.read_csv(found, has_header=False, schema={k: _text_dtype(encoded.schema[k]) for k in keys}),
+            dates=[k for k in keys if encoded.schema[k] == pl.Date],
+            datetimes=[k for k in keys if isinstance(encoded.schema[k], pl.Datetime)],
+        )
+    else:
+        existing = encoded.select(keys).clear()
+    if existing.height and sets:
+        staged = create_temp_like(session, table, "rows")
+        rows = encoded.join(existing, on=list(keys), how="semi")
+        with dbapi_cursor(session) as cursor:
+            pg_copy_in(cursor, staged, cols, rows)
+            assignments = ", ".join(s.format(new="t") for s in sets)
+            condition = f" AND ({where.format(new='t')})" if where else ""
+            cursor.execute(f"UPDATE {table} SET {assignments} FROM {staged} t WHERE {match}{condition}")
+            cursor.execute(f"DROP TABLE {staged}")
+    new_rows = encoded.join(existing, on=list(keys), how="anti") if existing.height else encoded
+    if new_rows.height:
+        with dbapi_cursor(session) as cursor:
+            pg_copy_in(cursor, table, cols, new_rows.sort(list(keys)))
+
+
+def _text_dtype(dtype: pl.DataType) -> pl.DataType:
+    return pl.String() if dtype == pl.Date or isinstance(dtype, pl.Datetime) else dtype

@@ -1,0 +1,351 @@
+"""Daily activity, players (first / last seen) and outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+import polars as pl
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from .. import _bulk
+from ..models import DailyActivity, Player
+from .events import ingest_lock
+
+__all__ = [
+    "DAILY_COLUMNS",
+    "DAILY_NULLABLE",
+    "load_daily",
+    "load_outcomes",
+    "player_exists",
+    "players_first_seen",
+    "upsert_daily",
+    "upsert_outcomes",
+    "upsert_players",
+]
+
+#: Canonical Daily value columns (docs/ARCHITECTURE.md), then any ``ev_<type>`` columns.
+DAILY_COLUMNS = (
+    "sessions",
+    "playtime_minutes",
+    "night_playtime_minutes",
+    "purchases",
+    "spend",
+    "refunds",
+    "social_events",
+    "social_sessions",
+    "start_hour_sin_sum",
+    "start_hour_cos_sum",
+)
+#: Columns where null means "unknown" (a daily file may not provide them).
+DAILY_NULLABLE = frozenset(
+    {"night_playtime_minutes", "social_sessions", "start_hour_sin_sum", "start_hour_cos_sum"}
+)
+_DAILY_TABLE_COLUMNS = ("game_id", "player_id", "date", *DAILY_COLUMNS, "custom", "source")
+_KEY_RE = r'"((?:[^"\\]|\\.)*)"\s*:'
+
+
+# --------------------------------------------------------------------------------------------------
+# daily activity
+# --------------------------------------------------------------------------------------------------
+
+
+def _ev_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("ev_")]
+
+
+def _custom_json(ev_cols: Sequence[str]) -> pl.Expr:
+    """Sparse JSON object of the non-zero ``ev_*`` counts of a row (null when there are none)."""
+    if not ev_cols:
+        return pl.lit(None, dtype=pl.String)
+    pieces = [
+        pl.when(pl.col(c).is_finite() & (pl.col(c) != 0)).then(
+            pl.lit(json.dumps(c) + ": ") + pl.col(c).cast(pl.Float64).cast(pl.String)
+        )
+        for c in ev_cols
+    ]
+    body = pl.concat_str(pieces, separator=", ", ignore_nulls=True)
+    return pl.when(body != "").then(pl.lit("{") + body + pl.lit("}"))
+
+
+def _daily_rows(game_id: str, daily: pl.DataFrame, source: str, mode: str) -> pl.DataFrame:
+    missing = [c for c in ("player_id", "date") if c not in daily.columns]
+    if missing:
+        raise ValueError(f"daily frame lacks column(s) {missing}")
+    ev_cols = _ev_columns(daily)
+    values = []
+    for c in DAILY_COLUMNS:
+        if c in daily.columns:
+            values.append(pl.col(c).cast(pl.Float64))
+        else:
+            values.append(pl.lit(None if c in DAILY_NULLABLE else 0.0, dtype=pl.Float64).alias(c))
+    frame = daily.select(
+        pl.col("player_id").cast(pl.String),
+        pl.col("date").cast(pl.Date),
+        *values,
+        *[pl.col(c).cast(pl.Float64) for c in ev_cols],
+    ).with_columns(pl.col(c).fill_null(0.0) for c in DAILY_COLUMNS if c not in DAILY_NULLABLE)
+    if frame.select(pl.struct("player_id", "date").n_unique()).item() < frame.height:
+        if mode == "add":
+            frame = frame.group_by("player_id", "date", maintain_order=True).agg(
+                *[
+                    pl.when(pl.col(c).is_null().all()).then(None).otherwise(pl.col(c).sum()).alias(c)
+                    for c in (*DAILY_COLUMNS, *ev_cols)
+                ]
+            )
+        else:
+            frame = frame.unique(["player_id", "date"], keep="last", maintain_order=True)
+    return frame.select(
+        pl.lit(game_id).alias("game_id"),
+        "player_id",
+        "date",
+        *DAILY_COLUMNS,
+        _custom_json(ev_cols).alias("custom"),
+        pl.lit(source).alias("source"),
+    )
+
+
+def _custom_merge_sql(kind: str) -> str:
+    """SQL adding the ``custom`` counts of the stored row and the incoming row key by key."""
+    if kind == "postgresql":
+        merged = (
+            "(SELECT jsonb_object_agg(key, total) FROM (SELECT key, sum(value::float8) AS total FROM "
+            "(SELECT key, value FROM jsonb_each_text(daily_activity.custom) UNION ALL "
+            "SELECT key, value FROM jsonb_each_text({new}.custom)) AS parts GROUP BY key) AS sums)"
+        )
+    else:
+        merged = (
+            "(SELECT json_group_object(key, total) FROM (SELECT key, sum(value) AS total FROM "
+            "(SELECT key, value FROM json_each(daily_activity.custom) UNION ALL "
+            "SELECT key, value FROM json_each({new}.custom)) GROUP BY key))"
+        )
+    return (
+        "CASE WHEN {new}.custom IS NULL THEN daily_activity.custom "
+        "WHEN daily_activity.custom IS NULL THEN {new}.custom "
+        f"ELSE {merged} END"
+    )
+
+
+def upsert_daily(
+    session: Session,
+    game_id: str,
+    daily: pl.DataFrame,
+    *,
+    mode: Literal["add", "replace"] = "add",
+    update_players: bool = True,
+) -> int:
+    """Write canonical Daily rows for a game; returns the number of player-days written.
+
+    ``mode="add"`` (events rolled up): the rows are added into stored player-days that came from
+    events (counts and sums add; ``ev_*`` counts add key by key) and inserted where none exists; a
+    player-day that came from a daily file is left alone (a daily row replaces the events' roll-up).
+    ``mode="replace"`` (daily files): the rows replace stored player-days whatever their source.
+    Missing columns are 0 (null for the nullable ones, meaning unknown). With ``update_players`` the
+    players' first / last seen dates are widened to cover the rows.
+    """
+    if mode not in ("add", "replace"):
+        raise ValueError("mode must be 'add' or 'replace'")
+    frame = _daily_rows(game_id, daily, "events" if mode == "add" else "daily", mode)
+    if frame.height == 0:
+        return 0
+    kind = _bulk.dialect(session)
+    session.flush()
+    ingest_lock(session, game_id)
+    if mode == "add":
+        sets = []
+        for c in DAILY_COLUMNS:
+            if c in DAILY_NULLABLE:
+                sets.append(
+                    f"{c} = CASE WHEN daily_activity.{c} IS NULL AND {{new}}.{c} IS NULL THEN NULL "
+                    f"ELSE COALESCE(daily_activity.{c}, 0) + COALESCE({{new}}.{c}, 0) END"
+                )
+            else:
+                sets.append(f"{c} = daily_activity.{c} + {{new}}.{c}")
+        sets.append(f"custom = {_custom_merge_sql(kind)}")
+        where = "daily_activity.source = 'events'"
+    else:
+        sets = [f"{c} = {{new}}.{c}" for c in (*DAILY_COLUMNS, "custom", "source")]
+        where = None
+    _bulk.upsert_frame(session, "daily_activity", frame, ("game_id", "player_id", "date"), sets, where)
+    if update_players:
+        seen = frame.group_by("player_id").agg(
+            pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen")
+        )
+        upsert_players(session, game_id, seen)
+    return frame.height
+
+
+def _expand_custom(frame: pl.DataFrame) -> pl.DataFrame:
+    """The ``custom`` JSON column expanded to ``ev_*`` Float64 columns (0 where absent)."""
+    found = frame.select(pl.col("custom").str.extract_all(_KEY_RE).explode().drop_nulls().unique())
+    keys = sorted({json.loads(m[: m.rindex(":")].strip()) for m in found.to_series().to_list()})
+    if not keys:
+        return frame.drop("custom")
+    dtype = pl.Struct({k: pl.Float64 for k in keys})
+    return (
+        frame.with_columns(pl.col("custom").str.json_decode(dtype))
+        .unnest("custom")
+        .with_columns(pl.col(k).fill_null(0.0) for k in keys)
+    )
+
+
+def load_daily(
+    session: Session,
+    game_id: str,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    player_ids: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """The game's daily activity with ``start <= date <= end`` as a canonical Daily frame:
+    ``player_id, date``, the value columns of :data:`DAILY_COLUMNS` and one ``ev_<type>`` column
+    per game-specific event type present (0 where a player-day has none). Ordered by player, date."""
+    kind = _bulk.dialect(session)
+    p = _bulk.param(kind)
+    where = [f"game_id = {p}"]
+    params: list[object] = [game_id]
+    if start is not None:
+        where.append(f"date >= {p}")
+        params.append(_bulk.date_param(kind, start))
+    if end is not None:
+        where.append(f"date <= {p}")
+        params.append(_bulk.date_param(kind, end))
+    schema: dict[str, pl.DataType] = {"player_id": pl.String(), "date": pl.String()}
+    schema.update({c: pl.Float64() for c in DAILY_COLUMNS})
+    schema["custom"] = pl.String()
+    if player_ids is not None:
+        if not player_ids:
+            return _expand_custom(pl.DataFrame(schema=schema)).with_columns(pl.col("date").cast(pl.Date))
+        cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
+        where.append(cond)
+        params.append(value)
+    query = (
+        f"SELECT player_id, {_bulk.sql_date(kind, 'date')}, {', '.join(DAILY_COLUMNS)}, "
+        f"{_bulk.sql_json(kind, 'custom')} FROM daily_activity WHERE {' AND '.join(where)} "
+        "ORDER BY player_id, date"
+    )
+    frame = _bulk.read_query(session, query, params, schema)
+    return _expand_custom(_bulk.parse_temporal(frame, dates=["date"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# players
+# --------------------------------------------------------------------------------------------------
+
+
+def upsert_players(session: Session, game_id: str, players: pl.DataFrame) -> int:
+    """Widen the players' ``[first_seen, last_seen]`` to cover ``players`` (``player_id``,
+    ``first_seen``, ``last_seen``; a ``date`` column may stand for both)."""
+    if players.height == 0:
+        return 0
+    if "first_seen" not in players.columns:
+        players = players.group_by("player_id").agg(
+            pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen")
+        )
+    frame = (
+        players.select(
+            pl.col("player_id").cast(pl.String),
+            pl.col("first_seen").cast(pl.Date),
+            pl.col("last_seen").cast(pl.Date),
+        )
+        .group_by("player_id", maintain_order=True)
+        .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
+        .select(pl.lit(game_id).alias("game_id"), "player_id", "first_seen", "last_seen")
+    )
+    kind = _bulk.dialect(session)
+    least, greatest = ("LEAST", "GREATEST") if kind == "postgresql" else ("min", "max")
+    sets = [
+        f"first_seen = {least}(players.first_seen, {{new}}.first_seen)",
+        f"last_seen = {greatest}(players.last_seen, {{new}}.last_seen)",
+    ]
+    where = "{new}.first_seen < players.first_seen OR {new}.last_seen > players.last_seen"
+    session.flush()
+    ingest_lock(session, game_id)
+    _bulk.upsert_frame(session, "players", frame, ("game_id", "player_id"), sets, where)
+    return frame.height
+
+
+def players_first_seen(
+    session: Session, game_id: str, player_ids: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """``player_id, first_date`` (Date) of the game's known players (optionally only ``player_ids``)."""
+    kind = _bulk.dialect(session)
+    p = _bulk.param(kind)
+    where = [f"game_id = {p}"]
+    params: list[object] = [game_id]
+    if player_ids is not None:
+        if not player_ids:
+            return pl.DataFrame(schema={"player_id": pl.String, "first_date": pl.Date})
+        cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
+        where.append(cond)
+        params.append(value)
+    query = (
+        f"SELECT player_id, {_bulk.sql_date(kind, 'first_seen')} FROM players "
+        f"WHERE {' AND '.join(where)} ORDER BY player_id"
+    )
+    frame = _bulk.read_query(session, query, params, {"player_id": pl.String(), "first_date": pl.String()})
+    return _bulk.parse_temporal(frame, dates=["first_date"])
+
+
+def player_exists(session: Session, game_id: str, player_id: str) -> bool:
+    """Whether anything is stored for the player (a *known* player, even if silent lately)."""
+    return bool(
+        session.scalar(select(exists().where(Player.game_id == game_id, Player.player_id == player_id)))
+        or session.scalar(
+            select(exists().where(DailyActivity.game_id == game_id, DailyActivity.player_id == player_id))
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# outcomes
+# --------------------------------------------------------------------------------------------------
+
+_OUTCOME_SCHEMA: dict[str, pl.DataType] = {
+    "player_id": pl.String(),
+    "ltv": pl.Float64(),
+    "churned": pl.Int8(),
+    "support_tickets": pl.Float64(),
+}
+
+
+def upsert_outcomes(session: Session, game_id: str, outcomes: pl.DataFrame) -> int:
+    """Store per-player outcomes. Columns present in the frame overwrite stored values (a null
+    clears one); columns absent from the frame keep what is stored."""
+    if "player_id" not in outcomes.columns:
+        raise ValueError("outcomes frame lacks column 'player_id'")
+    if outcomes.height == 0:
+        return 0
+    value_cols = [c for c in ("ltv", "churned", "support_tickets") if c in outcomes.columns]
+    frame = (
+        outcomes.select(pl.col(c).cast(_OUTCOME_SCHEMA[c]) for c in ("player_id", *value_cols))
+        .unique("player_id", keep="last", maintain_order=True)
+        .select(pl.lit(game_id).alias("game_id"), pl.all())
+    )
+    session.flush()
+    ingest_lock(session, game_id)
+    sets = [f"{c} = {{new}}.{c}" for c in value_cols]
+    _bulk.upsert_frame(session, "outcomes", frame, ("game_id", "player_id"), sets)
+    return frame.height
+
+
+def load_outcomes(session: Session, game_id: str, player_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """``player_id, ltv (Float64), churned (Int8 0/1), support_tickets (Float64)``, nulls allowed."""
+    kind = _bulk.dialect(session)
+    p = _bulk.param(kind)
+    where = [f"game_id = {p}"]
+    params: list[object] = [game_id]
+    if player_ids is not None:
+        if not player_ids:
+            return pl.DataFrame(schema=_OUTCOME_SCHEMA)
+        cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
+        where.append(cond)
+        params.append(value)
+    query = (
+        f"SELECT player_id, ltv, churned, support_tickets FROM outcomes WHERE {' AND '.join(where)} "
+        "ORDER BY player_id"
+    )
+    return _bulk.read_query(session, query, params, _OUTCOME_SCHEMA)
