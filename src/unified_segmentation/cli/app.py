@@ -353,6 +353,52 @@ def keys_revoke(key_id: int, database_url: DbUrl = None) -> None:
     console.print(f"revoked key {key_id}")
 
 
+# ---------------------------------------------------------------------------- rollout / validate
+@rollout_app.command("show")
+def rollout_show(game_id: GameArg = None, game: GameOpt = None, database_url: DbUrl = None) -> None:
+    """Show the game's rollout configuration and its recent audit trail."""
+    print_json(_services(database_url).get_rollout(_game(game_id, game)))
+
+
+@rollout_app.command("set")
+def rollout_set(game_id: Annotated[str, typer.Argument()],
+                strategy: Annotated[str | None, typer.Option(help="parallel_only|shadow_mode|gradual_rollout|"
+                                                                    "full_rollout")] = None,
+                percentage: Annotated[float | None, typer.Option(help="0-100")] = None,
+                shadow_sample: Annotated[float | None, typer.Option(help="0-100")] = None,
+                legacy_url: Annotated[str | None, typer.Option(help="the studio's legacy endpoint (HTTP)")] = None,
+                database_url: DbUrl = None) -> None:
+    """Change the rollout (audited)."""
+    body: dict = {k: v for k, v in {"strategy": strategy, "percentage": percentage,
+                                    "shadow_sample": shadow_sample}.items() if v is not None}
+    if legacy_url:
+        body["legacy"] = {"type": "http", "url": legacy_url}
+    print_json(_services(database_url).put_rollout(game_id, body, actor="cli"))
+
+
+@rollout_app.command("rollback")
+def rollout_rollback(game_id: GameArg = None, game: GameOpt = None, database_url: DbUrl = None) -> None:
+    """Return to the previous rollout configuration (one call, audited)."""
+    print_json(_services(database_url).rollback_rollout(_game(game_id, game), actor="cli"))
+
+
+@app.command()
+def validate(game_id: GameArg = None, game: GameOpt = None,
+             sample: Annotated[int, typer.Option("--sample", help="players to compare")] = 500,
+             output: Output = None, database_url: DbUrl = None) -> None:
+    """Migration validator: legacy vs unified on a sample; the report is stored (useg validate --list)."""
+    with progress("validating"):
+        report = _services(database_url).validate(_game(game_id, game), sample=sample)
+    if output:
+        output.write_text(json.dumps(report, default=str))
+        console.print(f"wrote validation report {report['id']} to {output}")
+        return
+    console.print(f"report {report['id']}: {report['sample_size']} players, equivalence rate "
+                  f"{report['equivalence_rate']:.2f}, classes {report['classes']}, anomaly agreement "
+                  f"{report['anomalies']}")
+    console.print(f"name map: {report['name_map']}")
+
+
 # ---------------------------------------------------------------------------- demo
 @app.command()
 def demo(players: Annotated[int, typer.Option(help="players in the demo game")] = 5000,

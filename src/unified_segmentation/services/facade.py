@@ -40,6 +40,7 @@ from ..storage import migrate
 from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from ..storage.repositories import service as srepo
+from .migration import MigrationMixin
 
 log = logging.getLogger("unified_segmentation.services")
 
@@ -50,7 +51,7 @@ def _local_date(as_of: datetime, tz: str) -> date:
     return as_of.astimezone(ZoneInfo(tz)).date()
 
 
-class Services:
+class Services(MigrationMixin):
     """The product's use cases over one database."""
 
     def __init__(self, database_url: str, *, sslmode: str | None = None, pool_size: int = 4) -> None:
@@ -66,9 +67,12 @@ class Services:
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self.counters: dict[str, float] = {}
+        self._init_migration()
 
     # ------------------------------------------------------------------ lifecycle / health
     def close(self) -> None:
+        self.router.close(wait=True)
+        self.legacy_pool.close()
         self.flush()
         self._stop.set()
         self.engine.dispose()
