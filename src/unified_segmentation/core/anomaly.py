@@ -64,14 +64,17 @@ def shrunk_rate(count_typ, e_typ, rate_seg, n0: float) -> np.ndarray:
 
 
 def fit_dispersion(count, mu) -> float:
-    """Method-of-moments negative-binomial overdispersion ``α`` (Var = μ + αμ²), clipped to [0, 10]."""
+    """Method-of-moments negative-binomial overdispersion ``α`` (Var = μ + αμ²), clipped to [0, 1e4].
+
+    Large values are real: a segment of non-payers where a few convert has a tiny mean and a heavy tail.
+    """
     count = np.asarray(count, float)
     mu = np.asarray(mu, float)
     denom = float(np.sum(mu**2))
     if denom <= 0:
         return 0.0
     alpha = float(np.sum((count - mu) ** 2 - count) / denom)
-    return float(np.clip(alpha, 0.0, 10.0))
+    return float(np.clip(alpha, 0.0, 1e4))
 
 
 def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
@@ -227,3 +230,57 @@ def mahalanobis_rows(diff: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
     """
     y = np.einsum("np,npq->nq", diff, prec_chol)
     return np.sqrt(np.einsum("nq,nq->n", y, y))
+
+
+# ---------------------------------------------------------------------------- empirical null of surprise
+@dataclass
+class SurpriseCalibrator:
+    """Maps a raw surprise to ``-log10 P_null(S >= s)`` using a null sample of the same segment.
+
+    Model-based p-values are never exact (heterogeneity, rare conversions); recalibrating each segment's
+    statistic on a null run makes one threshold mean the same false-alarm share in every segment.
+    Beyond the largest levels the survival is extended with an exponential tail fitted on the top points.
+    """
+
+    values: list[float]  # raw surprise at the survival levels below
+    levels: list[float]  # decreasing survival probabilities
+    tail_rate: float  # decay of log10 survival per unit of surprise beyond values[-1]
+
+    def to_dict(self) -> dict:
+        return {"values": self.values, "levels": self.levels, "tail_rate": self.tail_rate}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SurpriseCalibrator:
+        return cls(**d)
+
+    @classmethod
+    def fit(cls, surprise: np.ndarray, min_n: int = 50) -> SurpriseCalibrator | None:
+        s = np.sort(np.asarray(surprise, float))
+        n = len(s)
+        if n < min_n:
+            return None
+        levels = [1.0]
+        lv = 0.5
+        while lv * n >= 10:
+            levels.append(lv)
+            lv /= 2.0
+        values = [float(np.quantile(s, 1.0 - v)) for v in levels]
+        values = list(np.maximum.accumulate(values))
+        top = s[s >= values[-1]]
+        excess = float(np.mean(top - values[-1])) if len(top) > 1 else 0.0
+        # survival decays by a factor e per mean excess: log10 slope = log10(e) / mean excess
+        rate = float(np.log10(np.e) / max(excess, 1e-3))
+        return cls(values=[float(v) for v in values], levels=levels, tail_rate=rate)
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, float)
+        vals = np.asarray(self.values)
+        logl = np.log10(np.asarray(self.levels))
+        out = np.empty_like(s)
+        inside = s <= vals[-1]
+        # survival at s: interpolate log10 level on the (non-decreasing) value grid
+        uniq_vals, idx = np.unique(vals, return_index=True)
+        last_idx = np.array([np.flatnonzero(vals == v)[-1] for v in uniq_vals])
+        out[inside] = -np.interp(s[inside], uniq_vals, logl[last_idx]) if len(uniq_vals) > 1 else 0.0
+        out[~inside] = -(logl[-1] - self.tail_rate * (s[~inside] - vals[-1]))
+        return np.maximum(out, 0.0)

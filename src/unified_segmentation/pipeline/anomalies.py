@@ -323,8 +323,8 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
         sig = axis_signals(taxonomy, axis, pair, seg, shifts=shifts)
         signals[axis.axis_id] = sig
         all_shifts += sig.shifts
-        surprise, p_axis, which, sign = an.combine(sig.p, sig.sign)
-        surprise = np.where(insufficient, 0.0, surprise)
+        raw, p_axis, which, sign = an.combine(sig.p, sig.sign)
+        surprise = np.where(insufficient, 0.0, calibrate_surprise(axis, raw, seg))
         threshold = float(axis.anomaly_threshold or 1.0) * mult
         score = an.anomaly_scores(surprise, threshold)
         w = CRITICAL_WEIGHT if axis.critical else OTHER_WEIGHT
@@ -360,13 +360,23 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     )
 
 
+def calibrate_surprise(axis: AxisModel, raw: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Per-segment empirical-null recalibration of raw surprise (identity where none was fitted)."""
+    out = np.asarray(raw, float).copy()
+    fallback = axis.selection.get("surprise_calibrator")
+    for s, segment in enumerate(axis.segments):
+        spec = segment.anomaly.get("surprise_calibrator") or fallback
+        m = seg == s
+        if spec and m.any():
+            out[m] = an.SurpriseCalibrator.from_dict(spec)(raw[m])
+    return out
+
+
 def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
                       fit_pair: WindowPair | None = None) -> dict:
-    """Fit dispersions and tails, then set per-axis thresholds from the null run (one window back).
-
-    With ``fit_pair`` (two windows back) the statistics are fitted there and the thresholds are set on
-    ``null_pair``: out of sample, so the threshold sees the same miscalibration the current week will.
-    """
+    """Fit the count dispersions, continuous tails and per-segment surprise calibrators on the fit run
+    (two windows back), then set per-axis thresholds so that the null run (one window back) flags its
+    share of the alarm budget: out of sample, so the threshold sees what the current week will."""
     min_typ = float(taxonomy.settings.get("min_typical_days", 7.0))
     fit_pair = fit_pair or null_pair
 
@@ -379,9 +389,17 @@ def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
     null_sub, null_segs = usable(null_pair)
     null_surprise = {}
     for axis in taxonomy.active_axes:
-        axis_signals(taxonomy, axis, fit_sub, fit_segs[axis.axis_id][0], fit=True)
-        sig = axis_signals(taxonomy, axis, null_sub, null_segs[axis.axis_id][0])
-        null_surprise[axis.axis_id] = an.combine(sig.p, sig.sign)[0]
+        seg_fit = fit_segs[axis.axis_id][0]
+        axis_signals(taxonomy, axis, fit_sub, seg_fit, fit=True)
+        raw_fit = an.combine(*_ps(axis_signals(taxonomy, axis, fit_sub, seg_fit)))[0]
+        overall = an.SurpriseCalibrator.fit(raw_fit)
+        axis.selection["surprise_calibrator"] = overall.to_dict() if overall else None
+        for s, segment in enumerate(axis.segments):
+            cal = an.SurpriseCalibrator.fit(raw_fit[seg_fit == s])
+            segment.anomaly["surprise_calibrator"] = cal.to_dict() if cal else None
+        seg_null = null_segs[axis.axis_id][0]
+        raw_null = an.combine(*_ps(axis_signals(taxonomy, axis, null_sub, seg_null)))[0]
+        null_surprise[axis.axis_id] = calibrate_surprise(axis, raw_null, seg_null)
     alarm_rate = float(taxonomy.settings.get("alarm_rate", 0.004))
     thresholds = an.null_thresholds(null_surprise, alarm_rate, CUT)
     for axis in taxonomy.active_axes:
@@ -396,3 +414,7 @@ def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
             for a, s in null_surprise.items()
         },
     }
+
+
+def _ps(sig: AxisSignals) -> tuple[np.ndarray, np.ndarray]:
+    return sig.p, sig.sign
