@@ -1,0 +1,140 @@
+"""API keys, scopes, per-game restriction and per-key rate limits.
+
+Scopes are ranked, each including the ones below it: **admin ⊇ write ⊇ read**.
+
+* ``read``  — every GET, plus the scoring POSTs (categorize, detect, profile; single and batch);
+* ``write`` — ingestion (``/api/v1/events``, ``/daily``, ``/outcomes``);
+* ``admin`` — every other POST / PUT / DELETE (calibrate, rollback, settings, erasure, rollout, validate).
+
+A key may be restricted to a list of games: naming another game answers 403. Keys are sent as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and checked by ``services.authenticate`` (hashed at
+rest); a verified key is remembered for :data:`CACHE_TTL_S` seconds per process, so a revoked key stops
+working within that time.
+
+Keys are required when the settings say so (``Settings.auth_required``: binding beyond loopback, or
+``USEG_AUTH=required``); otherwise every request runs as an anonymous admin and keys are ignored.
+``/health*``, ``/docs`` and ``/openapi.json`` never ask for one; ``/metrics`` asks for
+``USEG_METRICS_TOKEN`` when it is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from starlette.concurrency import run_in_threadpool
+
+from unified_segmentation.errors import Forbidden, RateLimited, Unauthorized
+
+SCOPE_RANK = {"read": 1, "write": 2, "admin": 3}
+CACHE_TTL_S = 10.0
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key's id, scope and game restriction (``None`` = every game)."""
+
+    key_id: int | None
+    scope: str
+    games: frozenset[str] | None = None
+    anonymous: bool = False
+
+    @property
+    def actor(self) -> str:
+        """The name written to audit trails."""
+        return "anonymous" if self.anonymous else f"api-key:{self.key_id}"
+
+    def allows(self, scope: str) -> bool:
+        return SCOPE_RANK.get(self.scope, 0) >= SCOPE_RANK[scope]
+
+    def check_game(self, game_id: str) -> None:
+        """Raise 403 when the key is restricted to other games."""
+        if self.games is not None and game_id not in self.games:
+            raise Forbidden(f"this API key may not access game {game_id!r}")
+
+
+OPEN = Principal(key_id=None, scope="admin", anonymous=True)
+
+
+class Authenticator:
+    """Resolves presented keys to principals and enforces the per-key rate limit."""
+
+    def __init__(self, services: Any, *, required: bool, rate_limit_per_minute: int = 0,
+                 metrics_token: str | None = None) -> None:
+        self.services = services
+        self.required = required
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.metrics_token = metrics_token
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def resolve(self, key: str | None) -> Principal:
+        if not self.required:
+            return OPEN
+        if not key:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        info = await run_in_threadpool(self.services.authenticate, key)
+        if not info:
+            raise Unauthorized("invalid or revoked API key")
+        games = info.get("games")
+        principal = Principal(key_id=int(info["id"]), scope=str(info["scope"]),
+                              games=frozenset(games) if games is not None else None)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (now + CACHE_TTL_S, principal)
+        return principal
+
+    async def enforce_rate_limit(self, principal: Principal) -> None:
+        if principal.anonymous or principal.key_id is None or self.rate_limit_per_minute <= 0:
+            return
+        over = await run_in_threadpool(self.services.rate_limit_hit, principal.key_id, self.rate_limit_per_minute)
+        if over:
+            retry = 60 - int(time.time()) % 60
+            raise RateLimited(f"rate limit of {self.rate_limit_per_minute} requests per minute exceeded for this key",
+                              retry_after=retry)
+
+    def check_metrics_token(self, authorization: str | None) -> None:
+        if not self.metrics_token:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        given = token.strip().encode()
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given, self.metrics_token.encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <USEG_METRICS_TOKEN>'")
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key as a bearer token")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+async def current_principal(
+    security_scopes: SecurityScopes,
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    header_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    """Authenticate, rate-limit, then check the scope and any game named in the path or query."""
+    auth: Authenticator = request.app.state.auth
+    principal = await auth.resolve(bearer.credentials if bearer else header_key)
+    await auth.enforce_rate_limit(principal)
+    needed = max(security_scopes.scopes or ["read"], key=SCOPE_RANK.__getitem__)
+    if not principal.allows(needed):
+        raise Forbidden(f"this API key has scope {principal.scope!r}; this call needs {needed!r}")
+    game_id = request.path_params.get("game_id") or request.query_params.get("game_id")
+    if game_id is not None:
+        principal.check_game(game_id)
+    return principal
+
+
+ReadKey = Annotated[Principal, Security(current_principal, scopes=["read"])]
+WriteKey = Annotated[Principal, Security(current_principal, scopes=["write"])]
+AdminKey = Annotated[Principal, Security(current_principal, scopes=["admin"])]

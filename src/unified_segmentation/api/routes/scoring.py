@@ -1,0 +1,84 @@
+"""Categorization and anomaly detection: single players, batches, listings and game-wide shifts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ..auth import ReadKey
+from ..deps import MetricsDep, ServicesDep, SettingsDep
+from ..responses import ORJSONResponse, render
+from ..schemas import (
+    CategorizeBatchRequest,
+    CategorizeRequest,
+    DetectBatchRequest,
+    DetectRequest,
+    GameQuery,
+    Timestamp,
+)
+from ._common import AUTH_ERRORS, SEGMENTATION, check_batch_size, errors
+
+router = APIRouter(prefix=SEGMENTATION, tags=["scoring"], responses=AUTH_ERRORS)
+
+
+@router.post("/categorize", summary="Place one player in the game's taxonomy", responses=errors(404, 409))
+def categorize(body: CategorizeRequest, key: ReadKey, services: ServicesDep, metrics: MetricsDep) -> ORJSONResponse:
+    key.check_game(body.game_id)
+    profile = services.categorize(body.game_id, body.player_id, as_of=body.as_of,
+                                  taxonomy_version=body.taxonomy_version)
+    metrics.record_profiles(body.game_id, [profile])
+    return render(profile)
+
+
+@router.post("/categorize/batch", summary="Categorize up to 10,000 players", responses=errors(404, 409, 413))
+def categorize_batch(body: CategorizeBatchRequest, key: ReadKey, services: ServicesDep, settings: SettingsDep,
+                     metrics: MetricsDep) -> ORJSONResponse:
+    key.check_game(body.game_id)
+    check_batch_size(len(body.player_ids), settings.max_batch_players, "players")
+    answer = services.categorize_batch(body.game_id, body.player_ids, as_of=body.as_of, compact=body.compact,
+                                       persist=body.persist)
+    metrics.record_profiles(body.game_id, answer["profiles"])
+    return render(answer)
+
+
+@router.post("/anomalies/detect", summary="Does one player depart from their own normal?", responses=errors(404, 409))
+def detect(body: DetectRequest, key: ReadKey, services: ServicesDep, metrics: MetricsDep) -> ORJSONResponse:
+    key.check_game(body.game_id)
+    detection = services.detect(body.game_id, body.player_id, as_of=body.as_of)
+    metrics.record_detections(body.game_id, [detection])
+    return render(detection)
+
+
+@router.post("/anomalies/detect/batch", summary="Detect anomalies for up to 10,000 players",
+             responses=errors(404, 409, 413))
+def detect_batch(body: DetectBatchRequest, key: ReadKey, services: ServicesDep, settings: SettingsDep,
+                 metrics: MetricsDep) -> ORJSONResponse:
+    key.check_game(body.game_id)
+    check_batch_size(len(body.player_ids), settings.max_batch_players, "players")
+    answer = services.detect_batch(body.game_id, body.player_ids, as_of=body.as_of, persist=body.persist)
+    metrics.record_detections(body.game_id, answer["detections"])
+    return render(answer)
+
+
+@router.get("/anomalies", summary="Stored anomalies, most surprising first (cursor pagination)",
+            responses=errors(404))
+def list_anomalies(
+    game_id: GameQuery,
+    key: ReadKey,
+    services: ServicesDep,
+    axis: Annotated[str | None, Query(max_length=100)] = None,
+    direction: Annotated[str | None, Query(max_length=100, examples=["spend_spike"])] = None,
+    min_score: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    since: Annotated[Timestamp | None, Query(description="Detections at or after this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> ORJSONResponse:
+    return render(services.list_anomalies(game_id, axis=axis, direction=direction, min_score=min_score, since=since,
+                                          limit=limit, cursor=cursor))
+
+
+@router.get("/anomalies/shifts", summary="Game-wide shifts (live events, sales) removed before scoring",
+            responses=errors(404))
+def shifts(game_id: GameQuery, key: ReadKey, services: ServicesDep) -> ORJSONResponse:
+    return render({"game_id": game_id, "shifts": services.shifts(game_id)})
