@@ -14,7 +14,9 @@ from sklearn.cluster import KMeans
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
+
+_THREADS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -56,19 +58,30 @@ class AxisFit:
     notes: list[str] = field(default_factory=list)
 
 
-def varying_metrics(X: np.ndarray, min_players: int) -> np.ndarray:
-    """Boolean mask of columns where at least ``min_players`` rows differ from the column's mode."""
+def varying_metrics(X: np.ndarray, min_players: int, sample: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Boolean mask of columns where at least ``min_players`` rows differ from the column's mode.
+
+    The mode is found on a sample of at most ``sample`` rows and counted exactly on the whole column
+    (a column can only fail when one value holds almost every row, which a sample finds).
+    """
+    n = X.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(n, sample, replace=False) if n > sample else np.arange(n)
     keep = np.zeros(X.shape[1], dtype=bool)
     for j in range(X.shape[1]):
-        col = X[:, j]
-        vals, counts = np.unique(np.round(col, 12), return_counts=True)
-        keep[j] = len(vals) > 1 and (len(col) - counts.max()) >= min_players
+        col = np.round(X[:, j], 12)
+        vals, counts = np.unique(col[idx], return_counts=True)
+        if len(vals) <= 1 and n <= sample:
+            continue
+        mode = vals[counts.argmax()]
+        keep[j] = (n - int((col == mode).sum())) >= min_players
     return keep
 
 
-def _kmeans(Z: np.ndarray, k: int, rules: RuleConstants) -> KMeans:
-    with threadpool_limits(1):
-        return KMeans(n_clusters=k, n_init=rules.n_init, random_state=rules.seed).fit(Z)
+def _kmeans(Z: np.ndarray, k: int, rules: RuleConstants, n_init: int | None = None) -> KMeans:
+    with _THREADS.limit(limits=1):
+        return KMeans(n_clusters=k, n_init=rules.n_init if n_init is None else n_init,
+                      random_state=rules.seed).fit(Z)
 
 
 def knee_of(ks: list[int], inertias: list[float]) -> int | None:
@@ -100,7 +113,7 @@ def shrunk_covariances(
     for s in range(k):
         members = Z[labels == s]
         if len(members) >= 2 * p + 1:
-            with threadpool_limits(1):
+            with _THREADS.limit(limits=1):
                 raw[s] = LedoitWolf().fit(members).covariance_
         else:
             raw[s] = pooled
@@ -155,7 +168,7 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     for k in ks:
         if k < 2:
             continue
-        models[k] = _kmeans(sample, k, rules)
+        models[k] = _kmeans(sample, k, rules, n_init=1)  # the sweep only needs the inertia curve
         inertias[k] = float(models[k].inertia_)
     sweep = [k for k in ks if k in inertias]
     knee = knee_of(sweep, [inertias[k] for k in sweep])
@@ -167,6 +180,7 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     for k in range(start, min_k - 1, -1):
         if k not in models:
             continue
+        models[k] = _kmeans(sample, k, rules)  # several starts for a candidate k
         labels = models[k].labels_
         counts = np.bincount(labels, minlength=k)
         if counts.min() < min_members:
@@ -182,12 +196,14 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     if chosen is None:
         weak = True
         chosen = min_k if min_k in models else None
+        if chosen is not None:
+            models[chosen] = _kmeans(sample, chosen, rules)
         notes.append("weak_structure: no k in range passed the acceptance rule")
     if chosen is None:  # too few players to form two segments
         labels_all = np.zeros(n, dtype=np.int64)
         chosen = 1
     else:
-        with threadpool_limits(1):
+        with _THREADS.limit(limits=1):
             labels_all = models[chosen].predict(Z)
     centers, covs, counts, lam = shrunk_covariances(Z, labels_all, chosen, rules)
     ve = variance_explained(sample, labels_all if sample is Z else models[chosen].labels_, chosen) \
@@ -236,7 +252,7 @@ def plan_game_specific_axes(
     n, q = Z.shape
     if q == 0 or n < 3:
         return [], []
-    with threadpool_limits(1):
+    with _THREADS.limit(limits=1):
         pca = PCA(n_components=min(q, n), random_state=seed).fit(Z)
     ratios = pca.explained_variance_ratio_
     m = int(np.searchsorted(np.cumsum(ratios), min_cumulative - 1e-12) + 1)
