@@ -50,14 +50,24 @@ class SnapshotCollector(Collector):
                                        "Mean confidence of profiles served by this process since it started",
                                        labels=["game_id"])
         version = GaugeMetricFamily("useg_taxonomy_version", "Taxonomy version in use", labels=["game_id"])
+        calib_conf = GaugeMetricFamily("useg_calibration_confidence_mean",
+                                       "Mean confidence of the calibration players at calibration time",
+                                       labels=["game_id"])
+        stability = GaugeMetricFamily("useg_primary_segment_stability",
+                                      "Share of players whose primary segment id survived the last recalibration",
+                                      labels=["game_id"])
         for game_id, g in sorted((snap.get("games") or {}).items()):
+            if g.get("calibration_confidence_mean") is not None:
+                calib_conf.add_metric([game_id], float(g["calibration_confidence_mean"]))
+            if g.get("primary_segment_stability") is not None:
+                stability.add_metric([game_id], float(g["primary_segment_stability"]))
             if g.get("variance_explained") is not None:
                 variance.add_metric([game_id], float(g["variance_explained"]))
             if g.get("average_confidence") is not None:
                 confidence.add_metric([game_id], float(g["average_confidence"]))
             if g.get("taxonomy_version") is not None:
                 version.add_metric([game_id], float(g["taxonomy_version"]))
-        yield from (variance, confidence, version)
+        yield from (variance, confidence, version, calib_conf, stability)
         counters = GaugeMetricFamily("useg_service_counter",
                                      "Counters kept by the services of the scraping process (adapter, persistence)",
                                      labels=["name"])

@@ -217,8 +217,12 @@ def calibrate_frames(daily: pl.DataFrame, *, game_id: str, as_of: datetime, sett
     enough = (fit_pair.e_typ >= settings.min_typical_days).sum() >= MIN_CALIBRATION_PLAYERS
     taxonomy.anomaly = fit_anomaly_model(taxonomy, null_pair, fit_pair if enough else None)
     taxonomy.anomaly["legacy"] = _fit_legacy(null_pair)
+    taxonomy.calibration_stats["confidence_mean"] = float(
+        np.mean(score_players(taxonomy, calib).confidence)) if n else None
     if previous is not None:
-        match_segments(taxonomy, previous, calib)
+        report = match_segments(taxonomy, previous, calib)
+        kept = [r["kept_share"] for r in report.values() if r.get("kept_share") is not None]
+        taxonomy.calibration_stats["primary_segment_stability"] = float(np.mean(kept)) if kept else None
     return taxonomy
 
 
@@ -319,6 +323,8 @@ def match_segments(new: GameBehavioralTaxonomy, old: GameBehavioralTaxonomy, cal
                 while seg.segment_name in old_names:
                     seg.segment_name = f"{base}_{i}"
                     i += 1
+        kept = sum(table[r, c] for r, c in matched.items())
         report[a_new.axis_id] = {"contingency": table.tolist(),
-                                 "matched": {int(r): int(c) for r, c in matched.items()}}
+                                 "matched": {int(r): int(c) for r, c in matched.items()},
+                                 "kept_share": float(kept / max(table.sum(), 1))}
     return report

@@ -560,6 +560,8 @@ class Services(MigrationMixin):
                 "variance_explained": tax.variance_explained,
                 "average_confidence": (self.counters.get(f"confidence_sum:{game_id}", 0.0) / n) if n else None,
                 "taxonomy_version": tax.taxonomy_version,
+                "calibration_confidence_mean": tax.calibration_stats.get("confidence_mean"),
+                "primary_segment_stability": tax.calibration_stats.get("primary_segment_stability"),
             }
         return {"games": games, "counters": {k: v for k, v in self.counters.items() if ":" not in k}}
 
