@@ -168,7 +168,8 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     for k in ks:
         if k < 2:
             continue
-        models[k] = _kmeans(sample, k, rules, n_init=1)  # the sweep only needs the inertia curve
+        # several starts in the sweep too: a one-start inertia curve moves the knee (seen on planted games)
+        models[k] = _kmeans(sample, k, rules)
         inertias[k] = float(models[k].inertia_)
     sweep = [k for k in ks if k in inertias]
     knee = knee_of(sweep, [inertias[k] for k in sweep])
@@ -180,7 +181,6 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     for k in range(start, min_k - 1, -1):
         if k not in models:
             continue
-        models[k] = _kmeans(sample, k, rules)  # several starts for a candidate k
         labels = models[k].labels_
         counts = np.bincount(labels, minlength=k)
         if counts.min() < min_members:
@@ -196,8 +196,6 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     if chosen is None:
         weak = True
         chosen = min_k if min_k in models else None
-        if chosen is not None:
-            models[chosen] = _kmeans(sample, chosen, rules)
         notes.append("weak_structure: no k in range passed the acceptance rule")
     if chosen is None:  # too few players to form two segments
         labels_all = np.zeros(n, dtype=np.int64)
