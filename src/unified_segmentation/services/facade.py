@@ -12,6 +12,7 @@ import queue
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,7 @@ class Services(MigrationMixin):
         self.engine = make_engine(self.url, sslmode=sslmode, **({"pool_size": pool_size}
                                                                  if self.url.startswith("postgresql") else {}))
         self.Session = session_factory(self.engine)
+        self._sqlite = self.url.startswith("sqlite")
         self._tax: dict[tuple[str, int], GameBehavioralTaxonomy] = {}
         self._lock = threading.Lock()
         self._shifts: dict[str, dict] = {}
@@ -87,8 +89,15 @@ class Services(MigrationMixin):
     def migrations_at_head(self) -> bool:
         return migrate.is_at_head(self.url, sslmode=self.sslmode)
 
+    @contextmanager
     def _uow(self):
-        return unit_of_work(self.Session)
+        """The unit of work. On SQLite it takes the single write lock first (waiting on the busy timeout):
+        a transaction that reads and then writes could otherwise hit an immediate ``database is locked``
+        while the background writer commits."""
+        with unit_of_work(self.Session) as session:
+            if self._sqlite:
+                session.execute(text("DELETE FROM event_keys WHERE 0 = 1"))
+            yield session
 
     # ------------------------------------------------------------------ games and settings
     def _settings(self, session, game_id: str) -> GameSettings:
