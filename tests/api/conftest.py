@@ -62,8 +62,9 @@ class FakeServices:
         return self.at_head
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        return {"games": {"g1": {"variance_explained": 0.81, "average_confidence": 0.77, "taxonomy_version": 3}},
-                "counters": {"shadow_mismatches": 2}}
+        return {"games": {"g1": {"variance_explained": 0.81, "average_confidence": 0.77, "taxonomy_version": 3,
+                                 "calibration_confidence_mean": 0.83}},
+                "counters": {"events_ingested": 2}, "adapter": {"served_by": {"unified": 5}, "shadow_mismatches": 1}}
 
     def get_settings(self, game_id: str) -> dict[str, Any]:
         return {"timezone": "UTC"}
@@ -172,12 +173,13 @@ def seeded_sqlite(seed_database: Callable[[str], Seeded]) -> Seeded:
     return seed_database("sqlite")
 
 
-@pytest.fixture
-def api(seeded: Seeded, make_client: Callable[..., TestClient]) -> TestClient:
-    """A client of an open (loopback) app over the seeded services of the current backend."""
-    return make_client(settings_for(seeded.url), services=seeded.services)
+def _started_client(seeded: Seeded) -> Iterator[TestClient]:
+    app = create_app(settings_for(seeded.url), services=seeded.services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
 
 
-@pytest.fixture
-def api_sqlite(seeded_sqlite: Seeded, make_client: Callable[..., TestClient]) -> TestClient:
-    return make_client(settings_for(seeded_sqlite.url), services=seeded_sqlite.services)
+@pytest.fixture(scope="session")
+def api(seeded: Seeded) -> Iterator[TestClient]:
+    """A client of an open (loopback) app over the seeded services of the current backend (one per session)."""
+    yield from _started_client(seeded)

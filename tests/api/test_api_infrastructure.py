@@ -241,7 +241,10 @@ def test_metrics_exposition(make_client, fake_services):
     assert 'route="/api/v1/games/{game_id}/settings"' in text
     assert 'useg_variance_explained{game_id="g1"} 0.81' in text
     assert 'useg_average_confidence{game_id="g1"} 0.77' in text
-    assert 'useg_service_counter{name="shadow_mismatches"} 2.0' in text
+    assert 'useg_calibration_confidence_mean{game_id="g1"} 0.83' in text
+    assert 'useg_service_counter{name="events_ingested"} 2.0' in text
+    assert 'useg_adapter_router{name="served_by_unified"} 5.0' in text
+    assert 'useg_adapter_router{name="shadow_mismatches"} 1.0' in text
     assert "# TYPE useg_categorizations_total counter" in text
 
 

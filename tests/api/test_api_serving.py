@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -95,7 +96,7 @@ def test_recalibration_while_serving(seeded, make_client, settings_for):
     thread.join(60)
     assert result["response"].status_code == 200
     after = result["response"].json()["taxonomy_version"]
-    assert after == before + 1
+    assert after > before  # a new version (numbers keep growing after rollbacks)
     seen = set()
     for r in answers:
         assert r.status_code == 200, r.text
@@ -144,15 +145,23 @@ def test_two_workers_share_metrics_and_rate_limits(seeded_sqlite, tmp_path):
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, Path(tmp_path / "server.log").read_text()
             time.sleep(0.2)
-        n = 40
-        for _ in range(n):  # a new connection each time, so both workers take requests
-            assert fresh.get("/health/live").status_code == 200
-        pids = {p.name.split("_")[-1] for p in prom_dir.glob("*.db")}
-        text = httpx.get(f"{base}/metrics").text
+        # concurrent requests on fresh connections until both workers have answered (the second may still be
+        # starting when the first is ready), then the scrape - whichever worker answers it - must count them all
+        n = 0
+        deadline = time.monotonic() + 60
+        with ThreadPoolExecutor(8) as pool:
+            while True:
+                codes = list(pool.map(lambda _: fresh.get("/health/live").status_code, range(16)))
+                assert codes == [200] * 16
+                n += 16
+                pids = {p.name.rsplit("_", 1)[-1] for p in prom_dir.glob("*.db")}
+                if len(pids) >= 2 or time.monotonic() > deadline:
+                    break
+        assert len(pids) >= 2, "both workers should have served requests"
+        text = fresh.get("/metrics").text
         line = next(x for x in text.splitlines()
                     if x.startswith("useg_http_request_duration_seconds_count") and 'route="/health/live"' in x)
         assert float(line.rsplit(" ", 1)[1]) == n
-        assert len(pids) >= 2, "both workers should have written metrics"
 
         for _attempt in range(2):  # the limit is per minute: retry once if the window turned mid-test
             minute = int(time.time() // 60)

@@ -44,37 +44,45 @@ class SnapshotCollector(Collector):
             snap = self._snapshot() or {}
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             snap = {}
-        variance = GaugeMetricFamily("useg_variance_explained", "Overall variance explained by the active taxonomy",
-                                     labels=["game_id"])
-        confidence = GaugeMetricFamily("useg_average_confidence",
-                                       "Mean confidence of profiles served by this process since it started",
-                                       labels=["game_id"])
-        version = GaugeMetricFamily("useg_taxonomy_version", "Taxonomy version in use", labels=["game_id"])
-        calib_conf = GaugeMetricFamily("useg_calibration_confidence_mean",
-                                       "Mean confidence of the calibration players at calibration time",
-                                       labels=["game_id"])
-        stability = GaugeMetricFamily("useg_primary_segment_stability",
-                                      "Share of players whose primary segment id survived the last recalibration",
-                                      labels=["game_id"])
+        per_game = {name: GaugeMetricFamily(f"useg_{name}", help_text, labels=["game_id"])
+                    for name, help_text in GAME_GAUGES.items()}
         for game_id, g in sorted((snap.get("games") or {}).items()):
-            if g.get("calibration_confidence_mean") is not None:
-                calib_conf.add_metric([game_id], float(g["calibration_confidence_mean"]))
-            if g.get("primary_segment_stability") is not None:
-                stability.add_metric([game_id], float(g["primary_segment_stability"]))
-            if g.get("variance_explained") is not None:
-                variance.add_metric([game_id], float(g["variance_explained"]))
-            if g.get("average_confidence") is not None:
-                confidence.add_metric([game_id], float(g["average_confidence"]))
-            if g.get("taxonomy_version") is not None:
-                version.add_metric([game_id], float(g["taxonomy_version"]))
-        yield from (variance, confidence, version, calib_conf, stability)
+            for name, family in per_game.items():
+                value = g.get(name)
+                if isinstance(value, int | float):
+                    family.add_metric([game_id], float(value))
+        yield from per_game.values()
         counters = GaugeMetricFamily("useg_service_counter",
                                      "Counters kept by the services of the scraping process (adapter, persistence)",
                                      labels=["name"])
-        for name, value in sorted((snap.get("counters") or {}).items()):
-            if isinstance(value, int | float):
-                counters.add_metric([name], float(value))
+        for name, value in _flatten(snap.get("counters") or {}):
+            counters.add_metric([name], value)
         yield counters
+        adapter = GaugeMetricFamily("useg_adapter_router",
+                                    "The adapter router's counters in the scraping process (served_by, fallbacks, "
+                                    "shadow runs and mismatches)", labels=["name"])
+        for name, value in _flatten(snap.get("adapter") or {}):
+            adapter.add_metric([name], value)
+        yield adapter
+
+
+GAME_GAUGES = {
+    "variance_explained": "Overall variance explained by the active taxonomy",
+    "average_confidence": "Mean confidence of profiles served by this process since it started",
+    "calibration_confidence_mean": "Mean confidence at calibration (alert when average_confidence falls 0.10 below)",
+    "primary_segment_stability": "Share of players keeping their primary segment across recalibration",
+    "taxonomy_version": "Taxonomy version in use",
+}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+    """``{"served_by": {"unified": 3}, "fallbacks": 1}`` → ``("served_by_unified", 3.0), ("fallbacks", 1.0)``."""
+    for key, value in sorted(d.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{name}_")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield name, float(value)
 
 
 class ApiMetrics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from unified_segmentation.errors import UsegError
 
@@ -46,7 +46,7 @@ async def calibrate(body: CalibrateRequest, key: AdminKey, services: ServicesDep
 
 @router.get("/jobs/{job_id}", name="calibration_job", summary="A calibration job's status and result",
             responses=errors(404))
-async def calibration_job(job_id: str, key: ReadKey, jobs: JobsDep) -> ORJSONResponse:
+async def calibration_job(job_id: Annotated[str, Path(max_length=64)], key: ReadKey, jobs: JobsDep) -> ORJSONResponse:
     job = jobs.get(job_id)
     if job is None:
         raise JobNotFound(f"no calibration job {job_id!r} in this process")

@@ -1,0 +1,481 @@
+"""HTTP API speed (TARGETS.md "Speed and memory", HTTP rows), each figure next to a bare FastAPI baseline
+measured in the same run.
+
+For each backend (SQLite file, PostgreSQL database created on 127.0.0.1:5432 and dropped afterwards) a planted
+game is seeded (``generate_daily``: 10,000 players by default), calibrated, and served by uvicorn subprocesses
+started exactly as ``useg serve`` starts them (``unified_segmentation.api.server.run``; 1 worker for
+concurrency 1, 2 workers for concurrency 32). A bounded load generator on loopback (raw asyncio sockets,
+HTTP/1.1 keep-alive, one connection per concurrent client, a fixed number of requests, a time cap) measures:
+
+* single categorize and single detect: p50 / p95 / p99 and requests/s at concurrency 1 and 32, and the
+  80 % categorize / 20 % detect mix of distinct players at concurrency 32;
+* batch categorize of 10,000 players in one request (compact, not persisted): players/s;
+* HTTP ingestion in batches of 1,000 events: events/s.
+
+Baselines (same run, same client): a bare FastAPI POST endpoint returning a constant, the same with one
+database fetch (asyncpg on PostgreSQL, sqlite3 on SQLite), and a bare endpoint parsing the same ingestion body.
+
+    python benchmarks/bench_http.py                      # both backends, ~3-4 minutes
+    python benchmarks/bench_http.py --backends sqlite --repeats 1 --players 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+GAME = "bench_game"
+PG_ADMIN = os.environ.get("USEG_TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TIME_CAP_S = 120.0  # no single measurement runs longer than this
+
+BARE_APP = textwrap.dedent('''
+    """Bare FastAPI baselines: constant answer, one database fetch, ingestion body parsing."""
+    import os
+    import sqlite3
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    import orjson
+    from fastapi import FastAPI
+    from pydantic import BaseModel, ConfigDict
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import Response
+
+    DSN = os.environ.get("BARE_DSN", "")
+    CONST = orjson.dumps({"player_id": "p", "game_id": "g", "taxonomy_version": 1, "confidence": 0.9,
+                          "axes": {"monetization": {"primary_segment": "whale"}}})
+
+
+    class Small(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        player_id: str
+        game_id: str
+
+
+    class Events(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        game_id: str
+        events: list[dict[str, Any]]
+
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.pool = None
+        if DSN.startswith("postgresql"):
+            import asyncpg
+            app.state.pool = await asyncpg.create_pool(DSN, min_size=4, max_size=4)
+        yield
+        if app.state.pool is not None:
+            await app.state.pool.close()
+
+
+    app = FastAPI(lifespan=lifespan)
+
+
+    @app.post("/bare/const")
+    async def const(body: Small) -> Response:
+        return Response(CONST, media_type="application/json")
+
+
+    def _sqlite_fetch(player_id):
+        con = sqlite3.connect(DSN, check_same_thread=False)
+        try:
+            return con.execute("SELECT * FROM daily_activity WHERE game_id = ? AND player_id = ? LIMIT 1",
+                               ("bench_game", player_id)).fetchone()
+        finally:
+            con.close()
+
+
+    @app.post("/bare/fetch")
+    async def fetch(body: Small) -> Response:
+        if app.state.pool is not None:
+            row = await app.state.pool.fetchrow(
+                "SELECT * FROM daily_activity WHERE game_id = $1 AND player_id = $2 LIMIT 1", body.game_id,
+                body.player_id)
+            data = dict(row) if row else {}
+        else:
+            row = await run_in_threadpool(_sqlite_fetch, body.player_id)
+            data = {"row": list(row) if row else None}
+        return Response(orjson.dumps(data, default=str), media_type="application/json")
+
+
+    @app.post("/bare/ingest")
+    async def ingest(body: Events) -> Response:
+        return Response(orjson.dumps({"game_id": body.game_id, "accepted": len(body.events)}),
+                        media_type="application/json")
+''')
+
+
+def note(message: str) -> None:
+    """Progress on stderr (the JSON report alone goes to stdout)."""
+    print(f"[bench_http {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- load generator
+def post(path: str, body: Any) -> bytes:
+    data = orjson.dumps(body)
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed")
+    status = int(status_line.split(b" ", 2)[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def _client(port: int, requests: list[bytes], latencies: list[float], statuses: list[int],
+                  deadline: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for req in requests:
+            if time.perf_counter() > deadline:
+                break
+            t0 = time.perf_counter()
+            writer.write(req)
+            status, _ = await _read_response(reader)
+            latencies.append(time.perf_counter() - t0)
+            statuses.append(status)
+    finally:
+        writer.close()
+
+
+def load(port: int, requests: list[bytes], concurrency: int, *, warmup: int = 20) -> dict[str, Any]:
+    """Send ``requests`` over ``concurrency`` keep-alive connections (round robin); latency figures in ms."""
+
+    async def main() -> tuple[list[float], list[int], float]:
+        if warmup:
+            await _client(port, requests[:warmup], [], [], time.perf_counter() + TIME_CAP_S)
+        parts = [requests[i::concurrency] for i in range(concurrency)]
+        latencies: list[float] = []
+        statuses: list[int] = []
+        deadline = time.perf_counter() + TIME_CAP_S
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_client(port, p, latencies, statuses, deadline) for p in parts if p))
+        return latencies, statuses, time.perf_counter() - t0
+
+    latencies, statuses, wall = asyncio.run(main())
+    lat_ms = sorted(x * 1000 for x in latencies)
+
+    def q(p: float) -> float:
+        return round(lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))], 3)
+
+    return {"requests": len(lat_ms), "concurrency": concurrency, "errors": sum(1 for s in statuses if s != 200),
+            "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99), "mean_ms": round(statistics.fmean(lat_ms), 3),
+            "req_per_s": round(len(lat_ms) / wall, 1)}
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field-wise median over repeated runs (the run count is kept)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {k: (statistics.median(r[k] for r in runs) if isinstance(runs[0][k], int | float) else runs[0][k])
+           for k in runs[0]}
+    out["repeats"] = len(runs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A uvicorn subprocess in its own process group, stopped by id at exit."""
+
+    def __init__(self, argv: list[str], port: int, env: dict[str, str], log: Path) -> None:
+        self.port = port
+        self.log = log
+        with open(log, "ab") as sink:  # a file, not a pipe: a full pipe would block the server's logging
+            self.proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def wait_ready(self, path: str = "/health/live", timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                    if s.recv(64).startswith(b"HTTP/1.1 "):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def service_server(url: str, workers: int, workdir: Path) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USEG_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"USEG_DATABASE_URL": url, "USEG_PORT": str(port), "USEG_WORKERS": str(workers),
+                "USEG_HOST": "127.0.0.1", "USEG_RATE_LIMIT_PER_MINUTE": "0"})
+    code = "from unified_segmentation.api.server import run\nrun()\n"
+    server = Server([sys.executable, "-c", code], port, env, workdir / f"service-{port}.log")
+    server.wait_ready()
+    return server
+
+
+def bare_server(workdir: Path, dsn: str, workers: int) -> Server:
+    (workdir / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    env = {**os.environ, "BARE_DSN": dsn}
+    argv = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(workdir), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    server = Server(argv, port, env, workdir / f"bare-{port}.log")
+    server.wait_ready("/docs")
+    return server
+
+
+# ---------------------------------------------------------------------------------------------- data
+def make_database(backend: str, workdir: Path) -> tuple[str, str, Any]:
+    """(SQLAlchemy URL, DSN for the bare fetch baseline, cleanup)."""
+    if backend == "sqlite":
+        path = workdir / "bench.db"
+        return f"sqlite:///{path}", str(path), lambda: None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"useg_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN).set(database=name)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return url.render_as_string(hide_password=False), dsn, drop
+
+
+def seed(url: str, players: int) -> tuple[list[str], dict[str, float]]:
+    from unified_segmentation.services.facade import Services
+    from unified_segmentation.synth import generate_daily
+
+    timings: dict[str, float] = {}
+    game = generate_daily(n_players=players, seed=0)
+    services = Services(url)
+    try:
+        services.upgrade()
+        services.put_settings(GAME, {"default_as_of": game.as_of.isoformat()})
+        t0 = time.perf_counter()
+        services.ingest_daily(GAME, game.daily)
+        timings["seed_ingest_daily_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        services.calibrate(GAME)
+        timings["seed_calibrate_s"] = round(time.perf_counter() - t0, 2)
+    finally:
+        services.close()
+    return game.truth["player_id"].to_list(), timings
+
+
+def events_batches(n_batches: int, size: int, tag: str) -> list[list[dict[str, Any]]]:
+    from datetime import UTC, datetime
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    batches = []
+    for b in range(n_batches):
+        rows = []
+        for i in range(size):
+            k = b * size + i
+            ts = (start + timedelta(seconds=k)).isoformat()
+            rows.append({"event_id": f"{tag}-{k}", "player_id": f"ingest_p{k % 500}", "event_type": "session",
+                         "timestamp": ts, "value": 300 + k % 600})
+        batches.append(rows)
+    return batches
+
+
+def in_process(url: str, players: list[str], n: int, batch_ids: list[str]) -> dict[str, Any]:
+    """The same services calls without HTTP, in this process: what the HTTP layer adds is the difference."""
+    from unified_segmentation.services.facade import Services
+
+    services = Services(url)
+    out: dict[str, Any] = {}
+    try:
+        for name, call in (("categorize", services.categorize), ("detect", services.detect)):
+            for pid in players[:10]:  # warm the taxonomy cache and the connection pool
+                call(GAME, pid)
+            lat = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                call(GAME, players[(100 + i) % len(players)])
+                lat.append((time.perf_counter() - t0) * 1000)
+            lat.sort()
+            out[name] = {"requests": n, "p50_ms": round(lat[n // 2], 3), "p95_ms": round(lat[int(0.95 * n)], 3),
+                         "mean_ms": round(statistics.fmean(lat), 3)}
+        t0 = time.perf_counter()
+        services.categorize_batch(GAME, batch_ids, compact=True)
+        out["batch_compact_players_per_s"] = round(len(batch_ids) / (time.perf_counter() - t0))
+    finally:
+        services.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    url, dsn, cleanup = make_database(backend, workdir)
+    out: dict[str, Any] = {}
+    servers: list[Server] = []
+    try:
+        note(f"{backend}: seeding {args.players} players")
+        players, timings = seed(url, args.players)
+        note(f"{backend}: seeded {timings}")
+        out["seed"] = {"players": len(players), **timings}
+        n1, n32 = args.requests_c1, args.requests_c32
+
+        def singles(path: str, n: int, offset: int = 0) -> list[bytes]:
+            return [post(path, {"player_id": players[(offset + i) % len(players)], "game_id": GAME})
+                    for i in range(n)]
+
+        cat, det = "/api/v1/segmentation/categorize", "/api/v1/segmentation/anomalies/detect"
+        mix = [post(det if i % 5 == 4 else cat, {"player_id": players[i % len(players)], "game_id": GAME})
+               for i in range(n32)]
+
+        def measure(port: int, reqs: list[bytes], c: int) -> dict[str, Any]:
+            return median_of([load(port, reqs, c) for _ in range(args.repeats)])
+
+        batch_ids = players[: min(10_000, len(players))]
+        note(f"{backend}: services in-process (no HTTP)")
+        out["in_process_services"] = in_process(url, players, min(n1, 200), batch_ids)
+        note(f"{backend}: concurrency 1")
+        svc = service_server(url, 1, workdir)
+        servers.append(svc)
+        bare = bare_server(workdir, dsn, 1)
+        servers.append(bare)
+        out["c1"] = {
+            "categorize": measure(svc.port, singles(cat, n1), 1),
+            "detect": measure(svc.port, singles(det, n1, 1000), 1),
+            "bare_constant": measure(bare.port, singles("/bare/const", n1), 1),
+            "bare_db_fetch": measure(bare.port, singles("/bare/fetch", n1), 1),
+        }
+        note(f"{backend}: batch categorize")
+        # batch categorize, 10,000 players (or all there are), compact, not persisted
+        body = post("/api/v1/segmentation/categorize/batch", {"game_id": GAME, "player_ids": batch_ids,
+                                                              "compact": True})
+        runs = [load(svc.port, [body], 1, warmup=0) for _ in range(max(3, args.repeats))]
+        seconds = statistics.median(r["mean_ms"] for r in runs) / 1000
+        full = load(svc.port, [post("/api/v1/segmentation/categorize/batch",
+                                    {"game_id": GAME, "player_ids": batch_ids})], 1, warmup=0)
+        singles_for_batch = load(svc.port, singles(cat, min(n1, 200), 3000), 1, warmup=0)
+        out["batch_categorize"] = {
+            "players": len(batch_ids), "compact_seconds": round(seconds, 3),
+            "compact_players_per_s": round(len(batch_ids) / seconds),
+            "full_players_per_s": round(len(batch_ids) / (full["mean_ms"] / 1000)),
+            "baseline_single_calls_players_per_s": singles_for_batch["req_per_s"],
+            "errors": sum(r["errors"] for r in runs) + full["errors"],
+        }
+        note(f"{backend}: ingestion")
+        # HTTP ingestion, batches of 1,000 events, sequential
+        batches = events_batches(args.ingest_batches, 1000, f"{backend}-{uuid.uuid4().hex[:6]}")
+        ingest = load(svc.port, [post("/api/v1/events", {"game_id": "ingest_game", "events": b})
+                                 for b in batches], 1, warmup=0)
+        bare_ingest = load(bare.port, [post("/bare/ingest", {"game_id": "ingest_game", "events": b})
+                                       for b in batches], 1, warmup=2)
+        out["ingestion"] = {
+            "batch_size": 1000, "batches": len(batches), "errors": ingest["errors"],
+            "events_per_s": round(1000 * ingest["req_per_s"]), "p50_ms_per_batch": ingest["p50_ms"],
+            "bare_parse_events_per_s": round(1000 * bare_ingest["req_per_s"]),
+        }
+        for s in (svc, bare):
+            s.stop()
+        servers.clear()
+
+        note(f"{backend}: concurrency 32, 2 workers")
+        svc = service_server(url, 2, workdir)
+        servers.append(svc)
+        bare = bare_server(workdir, dsn, 2)
+        servers.append(bare)
+        out["c32_2workers"] = {
+            "categorize": measure(svc.port, singles(cat, n32, 5000), 32),
+            "detect": measure(svc.port, singles(det, n32, 7000), 32),
+            "mix_80_categorize_20_detect": measure(svc.port, mix, 32),
+            "bare_constant": measure(bare.port, singles("/bare/const", n32), 32),
+            "bare_db_fetch": measure(bare.port, singles("/bare/fetch", n32), 32),
+        }
+    finally:
+        for s in servers:
+            s.stop()
+        cleanup()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--players", type=int, default=10_000)
+    parser.add_argument("--requests-c1", type=int, default=200)
+    parser.add_argument("--requests-c32", type=int, default=600)
+    parser.add_argument("--ingest-batches", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {
+        "benchmark": "http",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "targets": {"postgresql_c1": "categorize/detect p50 <= 2 ms, p95 <= bare_db_fetch p95 + 3 ms",
+                    "c32_2workers": "mix >= 2,000 req/s, p99 <= 50 ms",
+                    "batch_categorize": ">= 20,000 players/s (compact, not persisted)",
+                    "ingestion": ">= 30,000 events/s in batches of 1,000"},
+        "backends": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="useg-bench-http-") as tmp:
+        for backend in args.backends:
+            t0 = time.perf_counter()
+            try:
+                report["backends"][backend] = run_backend(backend, args, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - one backend failing must not hide the other's figures
+                report["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+            report["backends"][backend]["wall_s"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
