@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from unified_segmentation.errors import InvalidInput
+from unified_segmentation.features.daily import DAILY_BASE_COLUMNS
 
 __all__ = [
     "ANOMALY_KINDS",
@@ -124,19 +125,7 @@ EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "value": pl.Float64(),
     "properties": pl.Utf8(),
 }
-_DAILY_FLOATS = (
-    "sessions",
-    "playtime_minutes",
-    "night_playtime_minutes",
-    "purchases",
-    "spend",
-    "refunds",
-    "social_events",
-    "social_sessions",
-    "start_hour_sin_sum",
-    "start_hour_cos_sum",
-    *(f"ev_{t}" for t in CUSTOM_EVENT_TYPES),
-)
+_DAILY_FLOATS = (*DAILY_BASE_COLUMNS[2:], *(f"ev_{t}" for t in CUSTOM_EVENT_TYPES))
 DAILY_SCHEMA: dict[str, pl.DataType] = {
     "player_id": pl.Utf8(),
     "date": pl.Date(),

@@ -11,6 +11,7 @@ import polars as pl
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from ...features.daily import DAILY_BASE_COLUMNS
 from .. import _bulk
 from ..models import DailyActivity, Player
 from .events import ingest_lock
@@ -28,18 +29,7 @@ __all__ = [
 ]
 
 #: Canonical Daily value columns (docs/ARCHITECTURE.md), then any ``ev_<type>`` columns.
-DAILY_COLUMNS = (
-    "sessions",
-    "playtime_minutes",
-    "night_playtime_minutes",
-    "purchases",
-    "spend",
-    "refunds",
-    "social_events",
-    "social_sessions",
-    "start_hour_sin_sum",
-    "start_hour_cos_sum",
-)
+DAILY_COLUMNS = DAILY_BASE_COLUMNS[2:]
 #: Columns where null means "unknown" (a daily file may not provide them).
 DAILY_NULLABLE = frozenset(
     {"night_playtime_minutes", "social_sessions", "start_hour_sin_sum", "start_hour_cos_sum"}
