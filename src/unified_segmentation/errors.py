@@ -48,6 +48,11 @@ class PlayerNotFound(UsegError):
     status = 404
 
 
+class NotFound(UsegError):
+    code = "not_found"
+    status = 404
+
+
 class TaxonomyNotFound(UsegError):
     code = "taxonomy_not_found"
     status = 404

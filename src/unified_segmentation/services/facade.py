@@ -572,7 +572,8 @@ class Services(MigrationMixin):
                 "calibration_confidence_mean": tax.calibration_stats.get("confidence_mean"),
                 "primary_segment_stability": tax.calibration_stats.get("primary_segment_stability"),
             }
-        return {"games": games, "counters": {k: v for k, v in self.counters.items() if ":" not in k}}
+        return {"games": games, "counters": {k: v for k, v in self.counters.items() if ":" not in k},
+                "adapter": self.router.counters()}
 
 
 # ---------------------------------------------------------------------- helpers

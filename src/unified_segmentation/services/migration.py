@@ -21,7 +21,7 @@ from ..adapter import (
     validate,
 )
 from ..core.legacy import LEGACY_METRICS, LegacyBaselineModel
-from ..errors import InvalidInput, NoTaxonomy, PlayerNotFound
+from ..errors import InvalidInput, NoTaxonomy, NotFound, PlayerNotFound
 from ..game_settings import GameSettings
 from ..pipeline.data import align, compute_windows, resolve_as_of
 from ..storage import repositories as repo
@@ -94,7 +94,7 @@ class MigrationMixin:
             repo.get_game_or_raise(session, game_id)
             audit = repo.list_rollout_audit(session, game_id, limit=1)
         if not audit or audit[0].before is None:
-            raise InvalidInput(f"game {game_id!r} has no earlier rollout configuration to roll back to")
+            raise NotFound(f"game {game_id!r} has no earlier rollout configuration to roll back to")
         before = {k: v for k, v in audit[0].before.items() if k in ("strategy", "percentage", "shadow_sample",
                                                                     "salt", "legacy")}
         with self._uow() as session:
@@ -190,7 +190,7 @@ class MigrationMixin:
             repo.get_game_or_raise(session, game_id)
             row = repo.get_validation_report(session, game_id, report_id)
             if row is None:
-                raise InvalidInput(f"game {game_id!r} has no validation report {report_id}", field="report_id")
+                raise NotFound(f"game {game_id!r} has no validation report {report_id}")
             return {"id": row.id, "created_at": row.created_at.isoformat(), **(row.report or {})}
 
     def list_validations(self, game_id: str) -> list[dict]:
