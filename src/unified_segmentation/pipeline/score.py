@@ -30,15 +30,28 @@ def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
     return frame[name].cast(pl.Float64).fill_null(0.0).to_numpy()
 
 
-def _metric_noise(metric: str, x: np.ndarray, f: pl.DataFrame, e: np.ndarray, scale: float | np.ndarray,
+class _Columns:
+    """Columns of a features frame as float64 arrays, converted once (nulls as 0)."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = _col(self.frame, name)
+        return self._cache[name]
+
+
+def _metric_noise(metric: str, x: np.ndarray, f: _Columns, e: np.ndarray, scale: float | np.ndarray,
                   typical_value: float) -> np.ndarray:
     """Sampling variance (metric units) of a window estimate with exposure ``e`` and counts × ``scale``."""
-    n_s = np.maximum(_col(f, "sessions") * scale, 0.0)
-    n_p = np.maximum(_col(f, "purchases") * scale, 0.0)
+    n_s = np.maximum(f("sessions") * scale, 0.0)
+    n_p = np.maximum(f("purchases") * scale, 0.0)
     e = np.maximum(e, 1e-3)
     one = np.ones_like(x)
     if metric == "spend_per_day":
-        avg = np.maximum(_col(f, "avg_purchase_value"), typical_value)
+        avg = np.maximum(f("avg_purchase_value"), typical_value)
         return np.maximum(n_p, 1.0) * 2.0 * avg**2 / e**2
     if metric == "avg_purchase_value":
         return np.where(n_p > 0, x**2 / np.maximum(n_p, 1.0), 0.0)
@@ -57,10 +70,10 @@ def _metric_noise(metric: str, x: np.ndarray, f: pl.DataFrame, e: np.ndarray, sc
     if metric in ("start_hour_sin", "start_hour_cos"):
         return 0.5 / np.maximum(n_s, 1.0)
     if metric == "social_events_per_session":
-        n_soc = _col(f, "social_events") * scale
+        n_soc = f("social_events") * scale
         return np.maximum(n_soc, 1.0) / np.maximum(n_s, 1.0) ** 2
     if metric.endswith("_per_day"):
-        count = _col(f, "ev_" + metric.removesuffix("_per_day")) * scale
+        count = f("ev_" + metric.removesuffix("_per_day")) * scale
         return np.maximum(count, 1.0) / e**2
     return 0.0 * one
 
@@ -72,15 +85,16 @@ def extra_noise(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame, X: np.nda
     -------
     ndarray of shape (n, n_metrics)
     """
-    e = _col(frame, "exposure_days")
+    cols = _Columns(frame)
+    e = cols("exposure_days")
     full = float(taxonomy.settings.get("profile_days", 28))
     scale = full / np.maximum(e, 1e-3)
     typical_value = float(taxonomy.calibration_stats.get("median_purchase_value", 1.0))
     deriv = taxonomy.scaler.derivative(X)
     out = np.zeros_like(X)
     for j, m in enumerate(taxonomy.scaler.metrics):
-        v_now = _metric_noise(m, X[:, j], frame, e, 1.0, typical_value)
-        v_full = _metric_noise(m, X[:, j], frame, np.full_like(e, full), scale, typical_value)
+        v_now = _metric_noise(m, X[:, j], cols, e, 1.0, typical_value)
+        v_full = _metric_noise(m, X[:, j], cols, np.full_like(e, full), scale, typical_value)
         out[:, j] = np.maximum(v_now - v_full, 0.0) * deriv[:, j] ** 2
     return out
 
