@@ -124,8 +124,8 @@ class AxisKernel:
         if norm_sq <= 0:
             return seg, np.zeros(n, dtype=bool)
         t = (Z - self.centers_[lo]) @ u / norm_sq
-        seg[t > 1.0] = hi
-        seg[t < 0.0] = lo
+        seg[t > 1.0 + 1e-9] = hi
+        seg[t < -1e-9] = lo
         return seg, seg >= 0
 
     def score(self, Z: np.ndarray) -> KernelScores:
