@@ -107,6 +107,15 @@ def db_current(database_url: DbUrl = None) -> None:
     console.print(f"current: {migrate.current_revision(svc.url)}  head: {migrate.head_revision()}")
 
 
+def _emit(obj: dict, output: Path | None) -> None:
+    """One JSON answer: to ``output`` as a JSON line, else pretty on the terminal."""
+    if output:
+        output.write_text(json.dumps(obj, default=str) + "\n")
+        console.print(f"wrote {output}")
+    else:
+        print_json(obj)
+
+
 def _mask(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -218,11 +227,7 @@ def categorize(game_id: GameArg = None, game: GameOpt = None,
     g = _game(game_id, game)
     svc = _services(database_url)
     if player:
-        prof = svc.categorize(g, player, as_of=as_of)
-        if output:
-            output.write_text(json.dumps(prof, default=str) + "\n")
-        else:
-            print_json(prof)
+        _emit(svc.categorize(g, player, as_of=as_of), output)
         return
     if not all_players:
         raise typer.BadParameter("give --player P or --all")
@@ -247,10 +252,7 @@ def anomalies(game_id: GameArg = None, game: GameOpt = None,
     if player:
         det = svc.detect(g, player, as_of=as_of)
         svc.flush()
-        if output:
-            output.write_text(json.dumps(det, default=str) + "\n")
-        else:
-            print_json(det)
+        _emit(det, output)
         return
     if not all_players:
         listing = svc.list_anomalies(g, limit=1000)

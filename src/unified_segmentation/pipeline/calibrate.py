@@ -197,7 +197,7 @@ def calibrate_frames(daily: pl.DataFrame, *, game_id: str, as_of: datetime, sett
                            "min_varying_players": int(min_players)},
     )
     # population percentages, outcomes (primaries from the kernel, as players will be scored)
-    ps = score_players(taxonomy, calib, with_confidence=False)
+    ps = score_players(taxonomy, calib)
     out_frame = align(outcomes, calib["player_id"]) if outcomes is not None else None
     for a in ps.axes:
         k = len(a.axis.segments)
@@ -217,8 +217,7 @@ def calibrate_frames(daily: pl.DataFrame, *, game_id: str, as_of: datetime, sett
     enough = (fit_pair.e_typ >= settings.min_typical_days).sum() >= MIN_CALIBRATION_PLAYERS
     taxonomy.anomaly = fit_anomaly_model(taxonomy, null_pair, fit_pair if enough else None)
     taxonomy.anomaly["legacy"] = _fit_legacy(null_pair)
-    taxonomy.calibration_stats["confidence_mean"] = float(
-        np.mean(score_players(taxonomy, calib).confidence)) if n else None
+    taxonomy.calibration_stats["confidence_mean"] = float(np.mean(ps.confidence)) if n else None
     if previous is not None:
         report = match_segments(taxonomy, previous, calib)
         kept = [r["kept_share"] for r in report.values() if r.get("kept_share") is not None]
