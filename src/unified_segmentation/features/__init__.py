@@ -16,11 +16,14 @@ from unified_segmentation.features.metrics import (
 )
 from unified_segmentation.features.windows import (
     CONTEXTS,
+    DailyRows,
     Window,
     context_day_weights,
+    daily_rows,
     holiday_dates,
     select_custom_types,
     window_context,
+    window_feature_arrays,
     window_features,
     windows_for,
 )
@@ -28,6 +31,7 @@ from unified_segmentation.features.windows import (
 __all__ = [
     "CONTEXTS",
     "DAILY_BASE_COLUMNS",
+    "DailyRows",
     "HEAVY_TAILED",
     "METRICS_BY_AXIS",
     "Window",
@@ -35,6 +39,7 @@ __all__ = [
     "canonical_metrics",
     "context_day_weights",
     "custom_metric",
+    "daily_rows",
     "events_to_daily",
     "holiday_dates",
     "is_heavy_tailed",
@@ -42,6 +47,7 @@ __all__ = [
     "normalize_daily",
     "select_custom_types",
     "window_context",
+    "window_feature_arrays",
     "window_features",
     "windows_for",
 ]

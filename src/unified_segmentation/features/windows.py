@@ -8,7 +8,7 @@ the window's start, and every rate divides by exposure days (DESIGN 3).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -188,16 +188,6 @@ def window_context(window: Window, holiday_country: str | None = None) -> str:
     return "weekend" if totals[WEEKEND] > totals[WEEKDAY] else "weekday"
 
 
-def _normalize_types(custom_types: Iterable[str] | None, daily: pl.DataFrame) -> list[str]:
-    if custom_types is None:
-        return sorted(c[len(EV_PREFIX):] for c in daily.columns if c.startswith(EV_PREFIX))
-    names = []
-    for name in custom_types:
-        name = str(name)
-        names.append(name[len(EV_PREFIX):] if name.startswith(EV_PREFIX) else name)
-    return list(dict.fromkeys(names))
-
-
 def select_custom_types(
     daily: pl.DataFrame, min_player_share: float = 0.01, max_types: int = 50
 ) -> list[str]:
@@ -240,12 +230,47 @@ def _first_seen_arrays(first_seen: pl.DataFrame | Mapping[str, dt.date] | None) 
     return frame["player_id"], days_from_dates(frame["first_seen"])
 
 
-def _known_mask(daily: pl.DataFrame, column: str) -> np.ndarray | None:
-    """Rows whose optional ``column`` is known, or None when no row knows it (metric omitted)."""
-    if column not in daily.columns:
-        return None
-    known = daily[column].is_not_null().to_numpy()
-    return known if known.any() else None
+@dataclass(frozen=True)
+class DailyRows:
+    """Canonical daily rows as arrays: what window features are computed from.
+
+    ``codes[i]`` indexes ``players`` for row i, ``days`` are epoch-day integers, ``first_seen`` each
+    player's first stored activity (epoch day, or ``int64.max`` when unknown) and ``values`` the
+    numeric daily columns as float64 with NaN where a row does not know the value (SQL NULL).
+    One request's rows can be built straight from a database fetch, without a Polars frame.
+    """
+
+    players: Sequence[str] | pl.Series
+    codes: np.ndarray
+    days: np.ndarray
+    first_seen: np.ndarray
+    values: Mapping[str, np.ndarray]
+
+    @property
+    def n_players(self) -> int:
+        return len(self.players)
+
+
+def daily_rows(daily: pl.DataFrame, first_seen: pl.DataFrame | Mapping[str, dt.date] | None = None) -> DailyRows:
+    """A canonical daily frame (and optional first-seen dates) as :class:`DailyRows`."""
+    if not set(DAILY_BASE_COLUMNS) <= set(daily.columns) or daily.schema.get("date") != pl.Date:
+        daily = normalize_daily(daily)
+    fs_players, fs_days = _first_seen_arrays(first_seen)
+    n_rows = daily.height
+    all_players = pl.concat([daily["player_id"].cast(pl.String), fs_players])
+    if all_players.null_count():
+        raise InvalidInput("daily rows or first_seen have a null player_id", field="player_id")
+    codes_all, players = factorize(all_players)
+    first = np.full(players.len(), np.iinfo(np.int64).max, dtype=np.int64)
+    if fs_days.size:
+        np.minimum.at(first, codes_all[n_rows:], fs_days)
+    row_days = days_from_dates(daily["date"]) if n_rows else np.empty(0, dtype=np.int64)
+    values = {
+        c: daily[c].cast(pl.Float64).to_numpy()
+        for c in daily.columns
+        if c not in ("player_id", "date")
+    }
+    return DailyRows(players, codes_all[:n_rows], row_days, first, values)
 
 
 def window_features(
@@ -291,28 +316,52 @@ def window_features(
     (Saturday, Sunday and, with ``holiday_country``, public holidays). Optional inputs known on
     only some rows (a daily file mixed with events) are averaged over the rows that know them.
     """
+    rows = daily_rows(daily, first_seen)
+    keep, out = window_feature_arrays(rows, window, holiday_country=holiday_country, context=context,
+                                      custom_types=custom_types)
+    players = rows.players if isinstance(rows.players, pl.Series) else pl.Series(list(rows.players))
+    frame: dict[str, object] = {"player_id": players.gather(keep)}
+    frame.update(out)
+    return pl.DataFrame(frame)
+
+
+def window_feature_arrays(
+    rows: DailyRows,
+    window: Window,
+    *,
+    holiday_country: str | None = None,
+    context: str | None = None,
+    custom_types: Sequence[str] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The array core of :func:`window_features`: ``(keep, columns)``.
+
+    ``keep`` indexes ``rows.players`` (the players known by ``window.end``, in ``players`` order);
+    every array in ``columns`` is aligned on ``keep``.
+    """
     context_code = _context_code(context)
-    if not set(DAILY_BASE_COLUMNS) <= set(daily.columns) or daily.schema.get("date") != pl.Date:
-        daily = normalize_daily(daily)
-    types = _normalize_types(custom_types, daily)
+    ev_columns = [c for c in rows.values if c.startswith(EV_PREFIX)]
+    if custom_types is None:
+        types = sorted(c[len(EV_PREFIX):] for c in ev_columns)
+    else:
+        types = list(dict.fromkeys(
+            t[len(EV_PREFIX):] if str(t).startswith(EV_PREFIX) else str(t) for t in custom_types))
     start_day = (window.start - _EPOCH).days
     end_day = (window.end - _EPOCH).days
     n_window_days = window.n_days
+    n_players = rows.n_players
 
     # Rows up to the window's end (later rows neither make a player known nor count).
-    if daily.height and daily["date"].max() > window.end:
-        daily = daily.filter(pl.col("date") <= window.end)
-    fs_players, fs_days = _first_seen_arrays(first_seen)
-    n_rows = daily.height
-    all_players = pl.concat([daily["player_id"].cast(pl.String), fs_players])
-    if all_players.null_count():
-        raise InvalidInput("daily rows or first_seen have a null player_id", field="player_id")
-    codes_all, players = factorize(all_players)
-    row_days = days_from_dates(daily["date"]) if n_rows else np.empty(0, dtype=np.int64)
-    n_players = players.len()
-    first = np.full(n_players, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, codes_all, np.concatenate([row_days, fs_days]))
-    codes = codes_all[:n_rows]
+    upto = rows.days <= end_day
+    all_upto = bool(upto.all())
+    codes = rows.codes if all_upto else rows.codes[upto]
+    row_days = rows.days if all_upto else rows.days[upto]
+    first = rows.first_seen.copy()
+    if row_days.size:
+        np.minimum.at(first, codes, row_days)
+
+    def raw(name: str) -> np.ndarray:
+        values = rows.values[name]
+        return values if all_upto else values[upto]
 
     # Day table of the window: exposure weight and context of each day, suffix sums of exposure.
     days = np.arange(start_day, end_day + 1, dtype=np.int64)
@@ -333,16 +382,15 @@ def window_features(
     row_context = contexts[day_index]
     if context_code is not None:
         in_window &= row_context == context_code
-    rows = np.flatnonzero(in_window)
-    g = codes[rows]
-    row_weight = weights[day_index[rows]]
-    leisure = row_context[rows] != WEEKDAY
+    sel = np.flatnonzero(in_window)
+    g = codes[sel]
+    row_weight = weights[day_index[sel]]
+    leisure = row_context[sel] != WEEKDAY
 
     def column(name: str) -> np.ndarray:
-        if name not in daily.columns:
-            return np.zeros(rows.size)
-        values = daily[name].cast(pl.Float64).to_numpy()[rows]
-        return np.nan_to_num(values, nan=0.0)
+        if name not in rows.values:
+            return np.zeros(sel.size)
+        return np.nan_to_num(raw(name)[sel], nan=0.0)
 
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(g, weights=values, minlength=n_players).astype(np.float64, copy=False)
@@ -352,7 +400,7 @@ def window_features(
     social_events = column("social_events")
     ev_values = {t: column(EV_PREFIX + t) for t in types}
     active_row = (sessions > 0) | (playtime > 0) | (purchases > 0) | (social_events > 0)
-    for name in (c for c in daily.columns if c.startswith(EV_PREFIX)):
+    for name in ev_columns:
         kind = name[len(EV_PREFIX):]
         active_row |= (ev_values[kind] if kind in ev_values else column(name)) > 0
 
@@ -374,10 +422,12 @@ def window_features(
         ("start_hour_sin_sum", sessions),
         ("start_hour_cos_sum", sessions),
     ):
-        mask = _known_mask(daily, source)
-        if mask is None:
+        if source not in rows.values:
             continue
-        row_known = mask[rows]
+        mask = ~np.isnan(raw(source))
+        if not mask.any():  # no row knows it: the metric is omitted
+            continue
+        row_known = mask[sel]
         optional[source] = (total(np.where(row_known, column(source), 0.0)),
                             total(np.where(row_known, denominator, 0.0)))
     if "social_sessions" in optional:
@@ -414,8 +464,7 @@ def window_features(
         metrics[custom_metric(t)] = totals[EV_PREFIX + t] / rate_days
 
     keep = np.flatnonzero(known)
-    out: dict[str, object] = {
-        "player_id": players.gather(keep),
+    out: dict[str, np.ndarray] = {
         "exposure_days": exposure[keep],
         "active_days": active_days[keep].astype(np.int64),
         "exposure_weekday": exposure_by_context[WEEKDAY][keep],
@@ -424,11 +473,12 @@ def window_features(
     }
     out.update({name: values[keep] for name, values in totals.items()})
     out.update({name: values[keep] for name, values in metrics.items()})
-    return pl.DataFrame(out)
+    return keep, out
 
 
 __all__ = [
     "CONTEXTS",
+    "DailyRows",
     "MIN_RATE_EXPOSURE_DAYS",
     "OPTIONAL_METRIC_INPUTS",
     "Window",
@@ -436,7 +486,9 @@ __all__ = [
     "day_contexts",
     "holiday_dates",
     "select_custom_types",
+    "daily_rows",
     "window_context",
+    "window_feature_arrays",
     "window_features",
     "windows_for",
 ]

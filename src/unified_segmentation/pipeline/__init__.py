@@ -13,21 +13,25 @@ import polars as pl
 
 from ..core.taxonomy import GameBehavioralTaxonomy
 from ..errors import InvalidInput, PlayerNotFound
-from ..features import window_context, windows_for
+from ..features import DailyRows, window_context, window_feature_arrays, windows_for
 from ..game_settings import GameSettings
 from .anomalies import DetectionResult, WindowPair, detect
 from .calibrate import calibrate_frames
-from .data import align, as_settings, compute_windows, first_seen, resolve_as_of, to_daily
+from .data import ArrayFrame, align, as_settings, compute_windows, first_seen, resolve_as_of, to_daily
 from .score import ProfileScores, primary_offsets, profiles_frame, score_players
 
 __all__ = [
     "calibrate", "categorize", "detect_anomalies", "categorize_player", "detect_player_anomalies",
-    "score_profiles", "run_detection", "detections_frame",
+    "score_profiles", "run_detection", "detections_frame", "score_player_rows", "detect_player_rows",
 ]
 
 
 def _settings_of(taxonomy: GameBehavioralTaxonomy) -> GameSettings:
-    return GameSettings.from_dict(taxonomy.settings)
+    cached = getattr(taxonomy, "_game_settings", None)
+    if cached is None or cached[0] is not taxonomy.settings:
+        cached = (taxonomy.settings, GameSettings.from_dict(taxonomy.settings))
+        taxonomy._game_settings = cached
+    return cached[1]
 
 
 def calibrate(data, *, game_id: str, as_of=None, outcomes=None, settings=None,
@@ -99,10 +103,60 @@ def run_detection(taxonomy: GameBehavioralTaxonomy, daily: pl.DataFrame, as_of, 
         if missing:
             raise PlayerNotFound(f"unknown player(s): {', '.join(sorted(missing)[:5])}")
     pair = WindowPair(cur, align(frames["typical"], cur["player_id"]))
-    wins = windows_for(as_of, timezone=s.timezone, profile_days=s.profile_days,
+    return _detect_pair(taxonomy, pair, as_of, s, shifts)
+
+
+def _windows(as_of, s: GameSettings) -> dict:
+    return windows_for(as_of, timezone=s.timezone, profile_days=s.profile_days,
                        current_days=s.current_days, typical_days=s.typical_days)
-    ctx = window_context(wins["current"], s.holiday_country)
+
+
+def _detect_pair(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, as_of, s: GameSettings,
+                 shifts: dict | None) -> DetectionResult:
+    ctx = window_context(_windows(as_of, s)["current"], s.holiday_country)
     return detect(taxonomy, pair, context=ctx, shifts=shifts)
+
+
+def _player_frame(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, window, s: GameSettings,
+                  *, fill: bool = False) -> ArrayFrame | None:
+    keep, out = window_feature_arrays(rows, window, holiday_country=s.holiday_country,
+                                      custom_types=taxonomy.custom_types)
+    if not keep.size:
+        if not fill:
+            return None
+        out = {name: np.zeros(1) for name in out}  # not known yet in this window: as an outer join's nulls
+        keep = np.zeros(1, dtype=np.int64)
+    return ArrayFrame([rows.players[i] for i in keep], out)
+
+
+def score_player_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of) -> ProfileScores:
+    """:func:`score_profiles` for the players of ``rows`` built without Polars (the request path).
+
+    ``rows`` should hold one player (a request's rows); the result equals ``score_profiles`` on the
+    same rows. Raises :class:`PlayerNotFound` when no player is known by ``as_of``.
+    """
+    s = _settings_of(taxonomy)
+    as_of = resolve_as_of(as_of, s)
+    frame = _player_frame(taxonomy, rows, _windows(as_of, s)["profile"], s)
+    if frame is None:
+        raise PlayerNotFound(f"unknown player(s): {', '.join(map(str, rows.players[:5]))}")
+    return score_players(taxonomy, frame)
+
+
+def detect_player_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of, *,
+                       shifts: dict | None = None) -> DetectionResult:
+    """:func:`run_detection` for the one player of ``rows``, without Polars (the request path)."""
+    s = _settings_of(taxonomy)
+    as_of = resolve_as_of(as_of, s)
+    if rows.n_players != 1:
+        raise InvalidInput("detect_player_rows takes the rows of exactly one player")
+    wins = _windows(as_of, s)
+    cur = _player_frame(taxonomy, rows, wins["current"], s)
+    if cur is None:
+        raise PlayerNotFound(f"unknown player(s): {rows.players[0]}")
+    typ = _player_frame(taxonomy, rows, wins["typical"], s, fill=True)
+    ctx = window_context(wins["current"], s.holiday_country)
+    return detect(taxonomy, WindowPair(cur, typ), context=ctx, shifts=shifts)
 
 
 def detections_frame(res: DetectionResult, *, detail: bool = False) -> pl.DataFrame:

@@ -9,7 +9,7 @@ import polars as pl
 
 from ..core import anomaly as an
 from ..core.taxonomy import CONTEXTS, AxisModel, GameBehavioralTaxonomy
-from .data import matrix
+from .data import column, matrix
 
 CRITICAL_WEIGHT = 1.0
 OTHER_WEIGHT = 0.85
@@ -17,9 +17,7 @@ CUT = 0.7
 
 
 def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.zeros(frame.height)
-    return frame[name].cast(pl.Float64).fill_null(0.0).to_numpy()
+    return column(frame, name)
 
 
 def _ctx_exposure(frame: pl.DataFrame) -> np.ndarray:

@@ -86,10 +86,56 @@ def compute_windows(daily: pl.DataFrame, as_of: datetime, settings: GameSettings
     return out
 
 
-def matrix(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+class ArrayFrame:
+    """Window features as numpy columns: the frame one request scores, without building a Polars frame.
+
+    It answers the few questions the scoring code asks of a features frame: ``columns``, ``height``,
+    ``frame[name]`` (``player_id`` gives a list) and ``to_polars()``.
+    """
+
+    __slots__ = ("_data", "_ids")
+
+    def __init__(self, player_ids: list[str], data: dict[str, np.ndarray]) -> None:
+        self._ids = list(player_ids)
+        self._data = data
+
+    @property
+    def columns(self) -> list[str]:
+        return ["player_id", *self._data]
+
+    @property
+    def height(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, name: str):
+        if name == "player_id":
+            return _Ids(self._ids)
+        return self._data[name]
+
+    def to_polars(self) -> pl.DataFrame:
+        return pl.DataFrame({"player_id": pl.Series(self._ids, dtype=pl.String), **self._data})
+
+
+class _Ids(list):
+    def to_list(self) -> list[str]:
+        return list(self)
+
+
+def column(frame, name: str) -> np.ndarray:
+    """One column of a features frame (Polars or :class:`ArrayFrame`) as float64; absent or null -> 0."""
+    if name not in frame.columns:
+        return np.zeros(frame.height)
+    values = frame[name] if isinstance(frame, ArrayFrame) else frame.get_column(name).to_numpy()
+    values = np.asarray(values, dtype=np.float64)
+    return np.nan_to_num(values, nan=0.0) if np.isnan(values).any() else values
+
+
+def matrix(frame, columns: list[str]) -> np.ndarray:
     """Columns of a features frame as a float64 array of shape (n, len(columns)); absent -> 0."""
     if not columns:
         return np.zeros((frame.height, 0))
+    if isinstance(frame, ArrayFrame):
+        return np.stack([column(frame, c) for c in columns], axis=1)
     cols = [pl.col(c).cast(pl.Float64).fill_null(0.0) if c in frame.columns else pl.lit(0.0).alias(c)
             for c in columns]
     return frame.select(cols).to_numpy().astype(np.float64, copy=False)

@@ -12,7 +12,7 @@ import polars as pl
 
 from ..core.kernel import KernelScores
 from ..core.taxonomy import AxisModel, GameBehavioralTaxonomy
-from .data import matrix
+from .data import column, matrix
 
 TOP_K = 7
 MAX_PER_AXIS = 2
@@ -25,9 +25,7 @@ def positions(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame) -> tuple[np
 
 
 def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.zeros(frame.height)
-    return frame[name].cast(pl.Float64).fill_null(0.0).to_numpy()
+    return column(frame, name)
 
 
 class _Columns:

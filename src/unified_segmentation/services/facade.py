@@ -42,6 +42,7 @@ from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from ..storage.repositories import service as srepo
 from .migration import MigrationMixin
+from .requests import RequestPathMixin
 
 log = logging.getLogger("unified_segmentation.services")
 
@@ -52,7 +53,7 @@ def _local_date(as_of: datetime, tz: str) -> date:
     return as_of.astimezone(ZoneInfo(tz)).date()
 
 
-class Services(MigrationMixin):
+class Services(RequestPathMixin, MigrationMixin):
     """The product's use cases over one database."""
 
     def __init__(self, database_url: str, *, sslmode: str | None = None, pool_size: int = 4) -> None:
@@ -305,13 +306,6 @@ class Services(MigrationMixin):
         tax = self._taxonomy(session, game_id, version)
         return s, tax, resolve_as_of(as_of, s)
 
-    def categorize(self, game_id: str, player_id: str, *, as_of=None, taxonomy_version=None) -> dict:
-        _check_id(player_id, "player_id")
-        out = self.categorize_batch(game_id, [player_id], as_of=as_of, taxonomy_version=taxonomy_version)
-        if out["errors"]:
-            raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
-        return out["profiles"][0]
-
     def categorize_batch(self, game_id: str, player_ids: list[str], *, as_of=None, compact: bool = False,
                          persist: bool = False, taxonomy_version=None) -> dict:
         ids = list(dict.fromkeys(player_ids))
@@ -336,13 +330,6 @@ class Services(MigrationMixin):
         self._record_confidence(game_id, ps.confidence)
         return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "as_of": as_of_dt.isoformat(),
                 "profiles": profiles, "errors": errors}
-
-    def detect(self, game_id: str, player_id: str, *, as_of=None) -> dict:
-        _check_id(player_id, "player_id")
-        out = self.detect_batch(game_id, [player_id], as_of=as_of, persist=True, background=True)
-        if out["errors"]:
-            raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
-        return out["detections"][0]
 
     def detect_batch(self, game_id: str, player_ids: list[str], *, as_of=None, persist: bool = False,
                      background: bool = False) -> dict:
