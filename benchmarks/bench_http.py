@@ -17,6 +17,7 @@ database fetch (asyncpg on PostgreSQL, sqlite3 on SQLite), and a bare endpoint p
 
     python benchmarks/bench_http.py                      # both backends, ~3-4 minutes
     python benchmarks/bench_http.py --backends sqlite --repeats 1 --players 5000
+    python benchmarks/bench_http.py --only ingest --repeats 5   # HTTP ingestion only, ~1 minute
 """
 
 from __future__ import annotations
@@ -354,12 +355,47 @@ def in_process(url: str, players: list[str], n: int, batch_ids: list[str]) -> di
     return out
 
 
+def ingestion(svc_port: int, bare_port: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """HTTP ingestion, batches of 1,000 events, sequential (concurrency 1): ``--repeats`` runs of
+    ``--ingest-batches`` fresh batches each (new event ids), the service and the bare parsing endpoint
+    interleaved run by run; medians reported, with the ratio of their medians."""
+    runs, bare_runs = [], []
+    for r in range(args.repeats):
+        batches = events_batches(args.ingest_batches, 1000, f"{backend}-{uuid.uuid4().hex[:6]}-{r}")
+        runs.append(load(svc_port, [post("/api/v1/events", {"game_id": "ingest_game", "events": b})
+                                    for b in batches], 1, warmup=0))
+        bare_runs.append(load(bare_port, [post("/bare/ingest", {"game_id": "ingest_game", "events": b})
+                                          for b in batches], 1, warmup=2))
+    ingest, bare_ingest = median_of(runs), median_of(bare_runs)
+    return {
+        "batch_size": 1000, "batches": args.ingest_batches, "repeats": args.repeats,
+        "errors": sum(r["errors"] for r in runs),
+        "events_per_s": round(1000 * ingest["req_per_s"]), "p50_ms_per_batch": ingest["p50_ms"],
+        "events_per_s_runs": [round(1000 * r["req_per_s"]) for r in runs],
+        "bare_parse_events_per_s": round(1000 * bare_ingest["req_per_s"]),
+        "vs_bare_parse": round(ingest["req_per_s"] / bare_ingest["req_per_s"], 3),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- scenarios
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url, dsn, cleanup = make_database(backend, workdir)
     out: dict[str, Any] = {}
     servers: list[Server] = []
     try:
+        if args.only == "ingest":
+            from unified_segmentation.services.facade import Services
+
+            services = Services(url)
+            services.upgrade()
+            services.close()
+            svc = service_server(url, 1, workdir)
+            servers.append(svc)
+            bare = bare_server(workdir, dsn, 1)
+            servers.append(bare)
+            note(f"{backend}: ingestion")
+            out["ingestion"] = ingestion(svc.port, bare.port, backend, args)
+            return out
         note(f"{backend}: seeding {args.players} players")
         players, timings = seed(url, args.players)
         note(f"{backend}: seeded {timings}")
@@ -408,17 +444,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
             "errors": sum(r["errors"] for r in runs) + full["errors"],
         }
         note(f"{backend}: ingestion")
-        # HTTP ingestion, batches of 1,000 events, sequential
-        batches = events_batches(args.ingest_batches, 1000, f"{backend}-{uuid.uuid4().hex[:6]}")
-        ingest = load(svc.port, [post("/api/v1/events", {"game_id": "ingest_game", "events": b})
-                                 for b in batches], 1, warmup=0)
-        bare_ingest = load(bare.port, [post("/bare/ingest", {"game_id": "ingest_game", "events": b})
-                                       for b in batches], 1, warmup=2)
-        out["ingestion"] = {
-            "batch_size": 1000, "batches": len(batches), "errors": ingest["errors"],
-            "events_per_s": round(1000 * ingest["req_per_s"]), "p50_ms_per_batch": ingest["p50_ms"],
-            "bare_parse_events_per_s": round(1000 * bare_ingest["req_per_s"]),
-        }
+        out["ingestion"] = ingestion(svc.port, bare.port, backend, args)
         for s in (svc, bare):
             s.stop()
         servers.clear()
@@ -449,6 +475,8 @@ def main() -> None:
     parser.add_argument("--requests-c1", type=int, default=200)
     parser.add_argument("--requests-c32", type=int, default=600)
     parser.add_argument("--ingest-batches", type=int, default=20)
+    parser.add_argument("--only", choices=["all", "ingest"], default="all",
+                        help="'ingest': only the HTTP ingestion scenario (no seeding, no categorize/detect)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()

@@ -152,14 +152,23 @@ def parse_timestamps(values: pl.Series, *, timezone: str, epoch_unit: str = "s")
     elif dtype.is_numeric():
         parsed, errors = _epoch(values.cast(pl.Float64), epoch_unit)
     elif dtype == pl.String:
-        text = values.str.strip_chars()
-        text = pl.select(pl.when(pl.lit(text) == "").then(None).otherwise(pl.lit(text))).to_series()
+        stripped = values.str.strip_chars()
+        text = pl.select(pl.when(pl.lit(stripped) == "").then(None).otherwise(pl.lit(stripped))).to_series()
         numeric = text.str.contains(_NUMBER).fill_null(False)
-        epoch_ts, epoch_err = _epoch(
-            pl.select(pl.when(pl.lit(numeric)).then(pl.lit(text).cast(pl.Float64, strict=False))).to_series(),
-            epoch_unit,
-        )
-        iso_ts, iso_ok = _iso_fast(pl.select(pl.when(~pl.lit(numeric)).then(pl.lit(text))).to_series(), timezone)
+        n_numeric = int(numeric.sum())
+        if n_numeric == 0:  # only text (the usual case): no epoch pass
+            epoch_ts = pl.Series("ts", [None] * n, dtype=_UTC)
+            epoch_err = _none(n)
+        else:
+            epoch_ts, epoch_err = _epoch(
+                pl.select(pl.when(pl.lit(numeric)).then(pl.lit(text).cast(pl.Float64, strict=False))).to_series(),
+                epoch_unit,
+            )
+        if n_numeric == n:  # only epoch numbers: no ISO pass
+            iso_ts, iso_ok = pl.Series("ts", [None] * n, dtype=_UTC), pl.Series([False] * n)
+        else:
+            iso_text = text if n_numeric == 0 else pl.select(pl.when(~pl.lit(numeric)).then(pl.lit(text))).to_series()
+            iso_ts, iso_ok = _iso_fast(iso_text, timezone)
         frame = pl.DataFrame(
             {"text": text, "numeric": numeric, "e_ts": epoch_ts, "e_err": epoch_err, "i_ts": iso_ts, "i_ok": iso_ok}
         )
@@ -175,19 +184,22 @@ def parse_timestamps(values: pl.Series, *, timezone: str, epoch_unit: str = "s")
         parsed = pl.Series("ts", [None] * n, dtype=_UTC)
         errors = pl.Series("error", [f"unsupported timestamp type {dtype}"] * n, dtype=pl.String)
         errors = pl.select(pl.when(pl.lit(values).is_null()).then(None).otherwise(pl.lit(errors))).to_series()
-    frame = pl.DataFrame({"ts": parsed.cast(_UTC), "error": errors})
-    late = frame["ts"].dt.replace_time_zone(None).cast(pl.Int64) >= MAX_US
-    out = frame.select(
-        pl.when(pl.lit(late) & pl.col("error").is_null()).then(None).otherwise("ts").alias("ts"),
-        pl.when(pl.lit(late) & pl.col("error").is_null()).then(pl.lit("timestamp after 2100"))
-        .otherwise("error").alias("error"),
-    )
     missing = values.is_null()
     if dtype == pl.String:
-        missing = missing | (values.str.strip_chars() == "").fill_null(True)
-    error = out.select(pl.when(pl.lit(missing)).then(pl.lit("timestamp is empty")).otherwise("error")).to_series()
-    ts = pl.select(pl.when(pl.lit(error.is_null())).then(pl.lit(out["ts"]))).to_series().alias("timestamp")
-    return ts, error.alias("error")
+        missing = missing | (stripped == "").fill_null(True)
+    frame = pl.DataFrame({"ts": parsed.cast(_UTC), "error": errors.cast(pl.String), "missing": missing})
+    late = pl.col("ts").dt.replace_time_zone(None).cast(pl.Int64) >= MAX_US
+    out = (
+        frame.lazy()
+        .with_columns(
+            pl.when("missing").then(pl.lit("timestamp is empty"))
+            .when(late & pl.col("error").is_null()).then(pl.lit("timestamp after 2100"))
+            .otherwise("error").alias("error")
+        )
+        .select(pl.when(pl.col("error").is_null()).then("ts").alias("timestamp"), "error")
+        .collect()
+    )
+    return out["timestamp"], out["error"]
 
 
 def parse_numbers(

@@ -131,6 +131,28 @@ def _seen_event_ids(session: Session, game_id: str, event_ids: pl.Series) -> pl.
     return seen["event_id"]
 
 
+def _pg_insert_returning(session: Session, game_id: str, frame: pl.DataFrame, stamp: dt.datetime) -> pl.Series:
+    """PostgreSQL, a small frame: dedup and insert in one statement; the ids actually inserted.
+
+    One round trip: the rows travel as one JSON parameter, keys of purged events are skipped, keys
+    already stored are skipped by ``ON CONFLICT DO NOTHING`` (exact whatever the lock), and
+    ``RETURNING`` says which rows went in.
+    """
+    columns = ["event_id", "player_id", "event_type", "ts", "value", "properties"]
+    source, exprs = _bulk.pg_recordset("raw_events", columns)
+    query = (
+        "INSERT INTO raw_events (game_id, event_id, player_id, event_type, ts, value, properties, ingested_at) "
+        f"SELECT %s, {', '.join(exprs[c] for c in columns)}, %s FROM {source} "
+        "WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.game_id = %s AND k.event_id = t.event_id) "
+        "ORDER BY t.event_id ON CONFLICT (game_id, event_id) DO NOTHING RETURNING event_id"
+    )
+    rows = _bulk.pg_json_rows(frame.rename({"timestamp": "ts"}).select(columns))
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.execute(query, (game_id, stamp, rows, game_id))
+        ids = [r[0] for r in cursor.fetchall()]
+    return pl.Series("event_id", ids, dtype=pl.String)
+
+
 def insert_events(
     session: Session, game_id: str, events: pl.DataFrame, *, ingested_at: dt.datetime | None = None
 ) -> InsertedEvents:
@@ -147,6 +169,11 @@ def insert_events(
     frame = frame.unique("event_id", keep="first", maintain_order=True)
     session.flush()
     ingest_lock(session, game_id)
+    stamp = _bulk.as_utc(ingested_at or utcnow())
+    if _bulk.dialect(session) == "postgresql" and frame.height <= _bulk.SMALL_STATEMENT_ROWS:
+        inserted = _pg_insert_returning(session, game_id, frame, stamp)
+        new = frame.filter(pl.col("event_id").is_in(inserted.implode())) if len(inserted) < frame.height else frame
+        return InsertedEvents(new.height, total - new.height, new)
     seen = _seen_event_ids(session, game_id, frame["event_id"])
     new = frame.filter(~pl.col("event_id").is_in(seen.implode())) if len(seen) else frame
     if new.height:
@@ -158,7 +185,7 @@ def insert_events(
             pl.col("timestamp").alias("ts"),
             "value",
             "properties",
-            pl.lit(ingested_at or utcnow()).dt.convert_time_zone("UTC").alias("ingested_at"),
+            pl.lit(stamp).dt.convert_time_zone("UTC").alias("ingested_at"),
         )
         # Key order makes the primary-key index inserts one ordered pass (~30 % faster at 1M rows).
         _bulk.insert_frame(session, RawEvent.__table__, rows.sort("event_id"))
