@@ -1,8 +1,10 @@
-"""The vectorized membership kernel: one code path for one player and for a million.
+"""The membership kernel: one code path for one player and for a million.
 
 Each axis is compiled once into the Cholesky factors of its segments' precision matrices
-(as scikit-learn's ``GaussianMixture`` does); scoring is then a handful of matrix products per
-segment, never a Python loop over players.
+(as scikit-learn's ``GaussianMixture`` does). Scoring runs one compiled pass per player
+(``_kernel_numba``: distances, strengths, posterior, chi-square typicality, primary, extremes, with no
+intermediate array); the plain numpy version it replaced is kept below (``score_reference``,
+``noisy_probability_reference``) as the reference the compiled loops are tested against.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 from scipy import linalg
 from scipy.special import chdtrc
 from threadpoolctl import ThreadpoolController
+
+from . import _kernel_numba as _nb
 
 _THREADS = ThreadpoolController()
 _CHUNK = 8192
@@ -58,6 +62,17 @@ class KernelScores:
     beyond_extreme: np.ndarray  # (n,) bool
 
 
+def chi2_sf(x, dof) -> np.ndarray:
+    """Chi-square survival function ``1 - F_chi2(dof)(x)``, elementwise, float64.
+
+    Closed forms for integer ``1 <= dof <= 200`` (compiled); ``scipy.special.chdtrc`` otherwise.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if float(dof) == int(dof) and 1 <= int(dof) <= _nb.MAX_DOF:
+        return _nb.chi2_sf(np.ascontiguousarray(x), int(dof))
+    return chdtrc(float(dof), x)
+
+
 class AxisKernel:
     """Compiled Gaussian scoring for one axis.
 
@@ -76,7 +91,7 @@ class AxisKernel:
 
     def __init__(self, centers, covariances, weights, *, order=None) -> None:
         self.centers_ = np.ascontiguousarray(centers, dtype=np.float64)
-        self.covariances_ = np.asarray(covariances, dtype=np.float64)
+        self.covariances_ = np.ascontiguousarray(covariances, dtype=np.float64)
         w = np.clip(np.asarray(weights, dtype=np.float64), 1e-12, None)
         self.log_weights_ = np.log(w / w.sum())
         self.prec_chol_ = precision_cholesky(self.covariances_)
@@ -90,22 +105,37 @@ class AxisKernel:
         self._shift_all = self.shift_.ravel()
         self.order_ = None if order is None else np.asarray(order, dtype=np.int64)
         self.n_segments, self.n_dims = self.centers_.shape
+        # compiled-path constants: factors transposed (one contiguous row per output column), whether
+        # they are upper triangular (they are, from precision_cholesky), weighted log normalizers
+        self._LT = np.ascontiguousarray(self._L_all.T)
+        self._upper = bool(np.all(np.tril(self._L_all.reshape(p, k, p).transpose(1, 0, 2), -1) == 0))
+        self._logc = self.log_weights_ + self.log_det_prec_ - 0.5 * p * _LOG_2PI
+        self._c = np.exp(self._logc - self._logc.max())
+        self._dof = int(p)
+        self._has_order = False
+        self._c_lo = np.zeros(p)
+        self._u = np.zeros(p)
+        self._norm_sq = 1.0
+        self._lo = self._hi = -1
+        if self.order_ is not None and len(self.order_) >= 2:
+            lo, hi = int(self.order_[0]), int(self.order_[-1])
+            u = self.centers_[hi] - self.centers_[lo]
+            norm_sq = float(u @ u)
+            if norm_sq > 0:
+                self._has_order, self._lo, self._hi = True, lo, hi
+                self._c_lo, self._u, self._norm_sq = self.centers_[lo].copy(), u, norm_sq
+
+    def _positions(self, Z) -> np.ndarray:
+        Z = np.ascontiguousarray(Z, dtype=np.float64)
+        if Z.ndim != 2 or Z.shape[1] != self.n_dims:
+            raise ValueError(f"expected positions of shape (n, {self.n_dims}), got {Z.shape}")
+        return Z
 
     def dist_sq(self, Z: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distances, ndarray of shape (n_players, n_segments). No input validation.
-
-        One product with all segments' factors side by side, in cache-sized chunks, on one BLAS thread
-        (more threads are slower on these tall, thin products).
-        """
-        n = Z.shape[0]
-        k, p = self.n_segments, self.n_dims
-        out = np.empty((n, k))
-        with _THREADS.limit(limits=1):
-            for start in range(0, n, _CHUNK):
-                y = Z[start:start + _CHUNK] @ self._L_all
-                y -= self._shift_all
-                y *= y
-                out[start:start + _CHUNK] = y.reshape(len(y), k, p).sum(axis=2)
+        """Squared Mahalanobis distances, ndarray of shape (n_players, n_segments)."""
+        Z = self._positions(Z)
+        out = np.empty((Z.shape[0], self.n_segments))
+        _nb.dist_sq(Z, self._LT, self._shift_all, self._upper, self.n_segments, out)
         return out
 
     def log_prob(self, dist_sq: np.ndarray) -> np.ndarray:
@@ -128,6 +158,26 @@ class AxisKernel:
         seg[t < -1e-9] = lo
         return seg, seg >= 0
 
+    def score_light(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Only ``(dist_sq, strength, primary)`` of :meth:`score` (no posterior or typicality arrays).
+
+        ``primary`` is the same as ``score(Z).primary`` (the posterior argmax, then the
+        beyond-the-extreme rule); it is taken on the log densities, so it can differ only where two
+        segments' posteriors tie to the last bit.
+        """
+        d2, strength, primary, _ = self._first_pass(self._positions(Z))
+        return d2, strength, primary
+
+    def _first_pass(self, Z: np.ndarray):
+        n, k = Z.shape[0], self.n_segments
+        d2, strength = np.empty((n, k)), np.empty((n, k))
+        primary, beyond = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.bool_)
+        _nb.distances_primary(Z, self._LT, self._shift_all, self._upper, self._logc, self._has_order,
+                              self._c_lo, self._u, self._norm_sq, self._lo, self._hi, d2, strength, primary,
+                              beyond)
+        np.exp(strength, out=strength)  # numpy's vectorized exp, as the reference
+        return d2, strength, primary, beyond
+
     def score(self, Z: np.ndarray) -> KernelScores:
         """Score players.
 
@@ -136,25 +186,14 @@ class AxisKernel:
         Z : ndarray of shape (n_players, p)
             Positions in model space.
         """
-        Z = np.ascontiguousarray(Z, dtype=np.float64)
-        if Z.ndim != 2 or Z.shape[1] != self.n_dims:
-            raise ValueError(f"expected positions of shape (n, {self.n_dims}), got {Z.shape}")
-        d2 = self.dist_sq(Z)
-        prob = self.log_prob(d2)
-        prob -= prob.max(axis=1, keepdims=True)
-        np.exp(prob, out=prob)
-        prob /= prob.sum(axis=1, keepdims=True)
-        primary = prob.argmax(axis=1)
-        seg, beyond = self.beyond(Z)
-        primary = np.where(beyond, seg, primary)
-        return KernelScores(
-            dist_sq=d2,
-            strength=np.exp(-0.5 * d2),
-            probability=prob,
-            typicality=chdtrc(self.n_dims, d2),
-            primary=primary,
-            beyond_extreme=beyond & (seg == primary),
-        )
+        Z = self._positions(Z)
+        if not 1 <= self._dof <= _nb.MAX_DOF:
+            return score_reference(self, Z)
+        d2, strength, primary, beyond = self._first_pass(Z)
+        prob, typ = np.empty_like(d2), np.empty_like(d2)
+        _nb.posterior_typicality(d2, strength, self._logc, self._c, self._dof, prob, typ)
+        return KernelScores(dist_sq=d2, strength=strength, probability=prob, typicality=typ,
+                            primary=primary, beyond_extreme=beyond)
 
     def noisy_probability(self, Z: np.ndarray, noise_var: np.ndarray, chunk: int = 200_000) -> np.ndarray:
         """Posterior probabilities with each player's sampling noise added to every segment covariance.
@@ -164,26 +203,76 @@ class AxisKernel:
         Z : ndarray of shape (n, p)
         noise_var : ndarray of shape (n, p)
             Diagonal sampling-noise variance of each player's position in model space.
+        chunk : int
+            Unused (the compiled loop needs no chunking); kept for the numpy reference's signature.
 
         Returns
         -------
         ndarray of shape (n, k)
         """
-        n, p = Z.shape
-        out = np.empty((n, self.n_segments))
-        eye = np.eye(p)
-        for start in range(0, n, chunk):
-            z = Z[start : start + chunk]
-            nv = np.maximum(noise_var[start : start + chunk], 0.0)
-            lp = np.empty((len(z), self.n_segments))
-            for s in range(self.n_segments):
-                cov = self.covariances_[s][None, :, :] + nv[:, :, None] * eye
-                chol = np.linalg.cholesky(cov)
-                diff = (z - self.centers_[s])[:, :, None]
-                y = np.linalg.solve(chol, diff)[:, :, 0]
-                log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-                lp[:, s] = self.log_weights_[s] - 0.5 * (log_det + (y * y).sum(axis=1) + p * _LOG_2PI)
-            lp -= lp.max(axis=1, keepdims=True)
-            np.exp(lp, out=lp)
-            out[start : start + len(z)] = lp / lp.sum(axis=1, keepdims=True)
+        Z = self._positions(Z)
+        nv = np.ascontiguousarray(noise_var, dtype=np.float64)
+        if nv.shape != Z.shape:
+            raise ValueError(f"expected noise variances of shape {Z.shape}, got {nv.shape}")
+        out = np.empty((Z.shape[0], self.n_segments))
+        _nb.noisy_probability(Z, nv, self.centers_, self.covariances_, self.log_weights_, out)
         return out
+
+
+def dist_sq_reference(kernel: AxisKernel, Z: np.ndarray) -> np.ndarray:
+    """The numpy reference of :meth:`AxisKernel.dist_sq`: one product with all segments' factors side by
+    side, in cache-sized chunks, on one BLAS thread."""
+    n = Z.shape[0]
+    k, p = kernel.n_segments, kernel.n_dims
+    out = np.empty((n, k))
+    with _THREADS.limit(limits=1):
+        for start in range(0, n, _CHUNK):
+            y = Z[start:start + _CHUNK] @ kernel._L_all
+            y -= kernel._shift_all
+            y *= y
+            out[start:start + _CHUNK] = y.reshape(len(y), k, p).sum(axis=2)
+    return out
+
+
+def score_reference(kernel: AxisKernel, Z: np.ndarray) -> KernelScores:
+    """The numpy reference of :meth:`AxisKernel.score` (scipy's ``chdtrc`` for the typicality)."""
+    Z = kernel._positions(Z)
+    d2 = dist_sq_reference(kernel, Z)
+    prob = kernel.log_prob(d2)
+    prob -= prob.max(axis=1, keepdims=True)
+    np.exp(prob, out=prob)
+    prob /= prob.sum(axis=1, keepdims=True)
+    primary = prob.argmax(axis=1)
+    seg, beyond = kernel.beyond(Z)
+    primary = np.where(beyond, seg, primary)
+    return KernelScores(
+        dist_sq=d2,
+        strength=np.exp(-0.5 * d2),
+        probability=prob,
+        typicality=chdtrc(kernel.n_dims, d2),
+        primary=primary,
+        beyond_extreme=beyond & (seg == primary),
+    )
+
+
+def noisy_probability_reference(kernel: AxisKernel, Z: np.ndarray, noise_var: np.ndarray,
+                                chunk: int = 200_000) -> np.ndarray:
+    """The numpy reference of :meth:`AxisKernel.noisy_probability` (batched LAPACK Cholesky per chunk)."""
+    n, p = Z.shape
+    out = np.empty((n, kernel.n_segments))
+    eye = np.eye(p)
+    for start in range(0, n, chunk):
+        z = Z[start : start + chunk]
+        nv = np.maximum(noise_var[start : start + chunk], 0.0)
+        lp = np.empty((len(z), kernel.n_segments))
+        for s in range(kernel.n_segments):
+            cov = kernel.covariances_[s][None, :, :] + nv[:, :, None] * eye
+            chol = np.linalg.cholesky(cov)
+            diff = (z - kernel.centers_[s])[:, :, None]
+            y = np.linalg.solve(chol, diff)[:, :, 0]
+            log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+            lp[:, s] = kernel.log_weights_[s] - 0.5 * (log_det + (y * y).sum(axis=1) + p * _LOG_2PI)
+        lp -= lp.max(axis=1, keepdims=True)
+        np.exp(lp, out=lp)
+        out[start : start + len(z)] = lp / lp.sum(axis=1, keepdims=True)
+    return out
