@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 GAME = "test_game"
 PLAYER = "test_player"
 
@@ -103,6 +105,18 @@ def test_categorize_batch_full_and_compact(api, seeded):
     for p in compact["profiles"]:
         assert {"primary_segments", "top_segments", "confidence", "taxonomy_version"} <= set(p)
         assert p["primary_segments"]["monetization"] == full[p["player_id"]]["axes"]["monetization"]["primary_segment"]
+    columnar = api.post(f"{SEG}/categorize/batch",
+                        json={"game_id": GAME, "player_ids": [*ids, "ghost"], "columnar": True}).json()
+    cols = columnar["columns"]
+    assert "profiles" not in columnar and columnar["errors"] == [{"player_id": "ghost", "error": "player_not_found"}]
+    by_id = {p["player_id"]: p for p in compact["profiles"]}
+    assert sorted(cols["player_id"]) == sorted(ids) and len(cols["confidence"]) == len(ids)
+    for i, pid in enumerate(cols["player_id"]):
+        assert cols["confidence"][i] == pytest.approx(by_id[pid]["confidence"], rel=1e-12)
+        assert {axis: names[i] for axis, names in cols["primary_segments"].items()} == by_id[pid]["primary_segments"]
+        top = [[a, s] for a, s in zip(cols["top_segments"]["axis"][i], cols["top_segments"]["segment"][i],
+                                      strict=True) if a is not None]
+        assert top == by_id[pid]["top_segments"]
 
 
 def test_detect_single_batch_listing_and_shifts(api, seeded):
@@ -160,7 +174,11 @@ def test_ingestion_events_daily_outcomes_and_idempotent_repeat(api, seeded):
     assert r.json()["accepted"] == 3 and r.json()["inserted"] == 3 and r.headers["idempotency-key"] == "k1"
     before = seeded.footprint(game)
     again = api.post("/api/v1/events", json={"game_id": game, "events": events}, headers={"Idempotency-Key": "k1"})
-    assert again.status_code == 200 and again.json()["inserted"] == 0 and again.json()["duplicates"] == 3
+    # the first answer replayed (tests/api/test_api_idempotency.py covers the details)
+    assert again.status_code == 200 and again.content == r.content and again.headers["idempotent-replayed"] == "true"
+    assert seeded.footprint(game) == before
+    keyless = api.post("/api/v1/events", json={"game_id": game, "events": events})
+    assert keyless.json()["inserted"] == 0 and keyless.json()["duplicates"] == 3  # event ids dedup without a key
     assert seeded.footprint(game) == before
     daily = [{"player_id": "p3", "date": "2026-03-01", "sessions": 2, "playtime_minutes": 45, "purchases": 0,
               "spend": 0, "social_events": 1}]

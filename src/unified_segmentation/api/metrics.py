@@ -127,6 +127,13 @@ class ApiMetrics:
         total = sum(float(p.get("confidence") or 0.0) for p in profiles)
         self.confidence_sum.labels(game_id).inc(total)
 
+    def record_confidences(self, game_id: str, confidence: Any) -> None:
+        """A columnar batch: its players' confidences (an array)."""
+        if len(confidence) == 0:
+            return
+        self.categorizations.labels(game_id).inc(len(confidence))
+        self.confidence_sum.labels(game_id).inc(float(sum(confidence)))
+
     def record_detections(self, game_id: str, detections: list[dict[str, Any]]) -> None:
         if not detections:
             return

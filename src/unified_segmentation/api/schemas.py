@@ -98,6 +98,8 @@ class CategorizeBatchRequest(ApiModel):
     player_ids: list[PlayerId] = Field(min_length=1, description="Up to 10,000 players (413 beyond)")
     as_of: AsOf = None
     compact: bool = Field(False, description="Primary segment per axis and the top-7 only")
+    columnar: bool = Field(False, description="The compact answer as one array per field under `columns` "
+                                              "(fastest for large batches)")
     persist: bool = Field(False, description="Also store the memberships")
 
 

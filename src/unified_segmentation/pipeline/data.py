@@ -90,18 +90,21 @@ class ArrayFrame:
     """Window features as numpy columns: the frame one request scores, without building a Polars frame.
 
     It answers the few questions the scoring code asks of a features frame: ``columns``, ``height``,
-    ``frame[name]`` (``player_id`` gives a list) and ``to_polars()``.
+    ``frame[name]`` (``player_id`` gives a list) and ``to_polars()``. :func:`column` reads it through
+    a per-frame cache of float64 columns with NaN as 0.
     """
 
-    __slots__ = ("_data", "_ids")
+    __slots__ = ("_clean", "_columns", "_data", "_ids")
 
     def __init__(self, player_ids: list[str], data: dict[str, np.ndarray]) -> None:
         self._ids = list(player_ids)
         self._data = data
+        self._columns = ["player_id", *data]
+        self._clean: dict[str, np.ndarray] = {}
 
     @property
     def columns(self) -> list[str]:
-        return ["player_id", *self._data]
+        return self._columns
 
     @property
     def height(self) -> int:
@@ -111,6 +114,20 @@ class ArrayFrame:
         if name == "player_id":
             return _Ids(self._ids)
         return self._data[name]
+
+    def clean(self, name: str) -> np.ndarray:
+        """Column ``name`` as float64 with NaN as 0 (zeros when absent), converted once."""
+        out = self._clean.get(name)
+        if out is None:
+            values = self._data.get(name)
+            if values is None:
+                out = np.zeros(len(self._ids))
+            else:
+                out = np.asarray(values, dtype=np.float64)
+                if np.isnan(out).any():
+                    out = np.nan_to_num(out, nan=0.0)
+            self._clean[name] = out
+        return out
 
     def to_polars(self) -> pl.DataFrame:
         return pl.DataFrame({"player_id": pl.Series(self._ids, dtype=pl.String), **self._data})
@@ -123,10 +140,11 @@ class _Ids(list):
 
 def column(frame, name: str) -> np.ndarray:
     """One column of a features frame (Polars or :class:`ArrayFrame`) as float64; absent or null -> 0."""
+    if isinstance(frame, ArrayFrame):
+        return frame.clean(name)
     if name not in frame.columns:
         return np.zeros(frame.height)
-    values = frame[name] if isinstance(frame, ArrayFrame) else frame.get_column(name).to_numpy()
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(frame.get_column(name).to_numpy(), dtype=np.float64)
     return np.nan_to_num(values, nan=0.0) if np.isnan(values).any() else values
 
 

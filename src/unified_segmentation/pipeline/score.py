@@ -204,14 +204,12 @@ def _variance_coverage(axes: list[AxisScores], top_axis, top_seg, n: int) -> np.
         return np.zeros(n)
     resid = np.zeros(n)
     total = np.zeros(n)
-    rows = np.arange(n)
     for ai, a in enumerate(axes):
         centers = a.axis.kernel.centers_
         prob = a.scores.probability
         sel = np.zeros_like(prob)
-        for j in range(top_axis.shape[1]):
-            hit = top_axis[:, j] == ai
-            sel[rows[hit], top_seg[hit, j]] = 1.0
+        rr, jj = np.nonzero(top_axis == ai)
+        sel[rr, top_seg[rr, jj]] = 1.0
         w = prob * sel
         wsum = w.sum(axis=1, keepdims=True)
         xhat = np.where(wsum > 0, (w / np.where(wsum > 0, wsum, 1.0)) @ centers, 0.0)

@@ -44,8 +44,11 @@ class RequestPathMixin:
                       days: Callable[[GameSettings], int]):
         from .facade import _local_date  # the facade imports this module
 
-        with self.Session() as session:
-            state = rrepo.request_state(session, game_id, player_id)
+        kind = self.engine.dialect.name
+        raw = self.engine.raw_connection()  # a pooled DBAPI connection: no ORM, no result wrappers
+        try:
+            cursor = raw.cursor()
+            state = rrepo.request_state(cursor, kind, game_id, player_id)
             if state is None:
                 raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)
             s = self._parsed_settings(state.settings_json)
@@ -53,13 +56,19 @@ class RequestPathMixin:
                 version = state.active_version
                 if version is None:
                     raise NoTaxonomy(f"game {game_id!r} has no calibrated taxonomy yet; calibrate it first")
-            tax = self._taxonomy(session, game_id, version)
+            tax = self._tax.get((game_id, int(version)))
+            if tax is None:  # first use of this version in this process: load and compile it
+                with self.Session() as session:
+                    tax = self._taxonomy(session, game_id, version)
             if state.first_seen is None:
                 raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
             as_of_dt: datetime = resolve_as_of(as_of, s)
             d = _local_date(as_of_dt, s.timezone)
-            rows = rrepo.player_daily_rows(session, game_id, player_id, state.first_seen,
+            rows = rrepo.player_daily_rows(cursor, kind, game_id, player_id, state.first_seen,
                                            d - timedelta(days=days(s)), d)
+            cursor.close()
+        finally:
+            raw.close()  # back to the pool (which rolls the read transaction back)
         return tax, as_of_dt, rows
 
     def categorize(self, game_id: str, player_id: str, *, as_of=None, taxonomy_version=None) -> dict:

@@ -37,8 +37,11 @@ def categorize_batch(body: CategorizeBatchRequest, key: ReadKey, services: Servi
     key.check_game(body.game_id)
     check_batch_size(len(body.player_ids), settings.max_batch_players, "players")
     answer = services.categorize_batch(body.game_id, body.player_ids, as_of=body.as_of, compact=body.compact,
-                                       persist=body.persist)
-    metrics.record_profiles(body.game_id, answer["profiles"])
+                                       persist=body.persist, columnar=body.columnar)
+    if body.columnar:
+        metrics.record_confidences(body.game_id, answer["columns"]["confidence"])
+    else:
+        metrics.record_profiles(body.game_id, answer["profiles"])
     return render(answer)
 
 

@@ -1,7 +1,8 @@
 """The per-request read path: one player's state and daily rows in two indexed queries, no Polars.
 
-A single categorize or detect call is dominated by fixed costs, so this path skips the ORM and the
-frame construction of :func:`load_daily`: it runs the statements on the session's DBAPI connection
+A single categorize or detect call is dominated by fixed costs, so this path skips the ORM, the
+SQLAlchemy result layer and the frame construction of :func:`load_daily`: it runs two statements on a
+pooled DBAPI connection
 and hands the rows to the feature code as :class:`~unified_segmentation.features.DailyRows`. It reads
 exactly the rows :func:`load_daily` would read for that player and window, so both paths agree.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy.orm import Session
 
 from ...features.windows import DailyRows
 from .. import _bulk
@@ -32,6 +34,7 @@ class RequestState:
     first_seen: dt.date | None  # None: the player is unknown in this game
 
 
+@lru_cache(maxsize=4)
 def _state_sql(kind: str) -> str:
     p = _bulk.param(kind)
     return (
@@ -43,6 +46,7 @@ def _state_sql(kind: str) -> str:
     )
 
 
+@lru_cache(maxsize=4)
 def _daily_sql(kind: str) -> str:
     p = _bulk.param(kind)
     return (
@@ -52,10 +56,14 @@ def _daily_sql(kind: str) -> str:
     )
 
 
-def request_state(session: Session, game_id: str, player_id: str) -> RequestState | None:
-    """The game's settings and active version and the player's first activity; ``None``: no such game."""
-    kind = _bulk.dialect(session)
-    row = session.connection().exec_driver_sql(_state_sql(kind), (player_id, game_id)).first()
+def request_state(cursor: Any, kind: str, game_id: str, player_id: str) -> RequestState | None:
+    """The game's settings and active version and the player's first activity; ``None``: no such game.
+
+    ``cursor`` is a DBAPI cursor of a pooled connection (``engine.raw_connection().cursor()``) and
+    ``kind`` its dialect name (``"postgresql"`` / ``"sqlite"``).
+    """
+    cursor.execute(_state_sql(kind), (player_id, game_id))
+    row = cursor.fetchone()
     if row is None:
         return None
     settings, active, first = row
@@ -65,7 +73,7 @@ def request_state(session: Session, game_id: str, player_id: str) -> RequestStat
                         dt.date.fromisoformat(first) if first else None)
 
 
-def player_daily_rows(session: Session, game_id: str, player_id: str, first_seen: dt.date | None,
+def player_daily_rows(cursor: Any, kind: str, game_id: str, player_id: str, first_seen: dt.date | None,
                       start: dt.date, end: dt.date) -> DailyRows:
     """The player's daily rows with ``start <= date <= end`` as :class:`DailyRows` of one player.
 
@@ -73,9 +81,9 @@ def player_daily_rows(session: Session, game_id: str, player_id: str, first_seen
     NULL, and one ``ev_<type>`` column per game-specific type present in these rows (0 where absent;
     ``custom`` stores the ``ev_<type>`` keys themselves).
     """
-    kind = _bulk.dialect(session)
     params = (game_id, player_id, _bulk.date_param(kind, start), _bulk.date_param(kind, end))
-    rows = session.connection().exec_driver_sql(_daily_sql(kind), params).fetchall()
+    cursor.execute(_daily_sql(kind), params)
+    rows = cursor.fetchall()
     n = len(rows)
     days = np.fromiter((dt.date.fromisoformat(r[0]).toordinal() - _EPOCH_ORDINAL for r in rows),
                        dtype=np.int64, count=n)
