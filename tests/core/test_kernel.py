@@ -148,6 +148,7 @@ def test_general_factor_path_and_reference_fallback(kernel, monkeypatch):
     Z = rng.normal(size=(300, 2)) * 3
     ref = score_reference(kernel, Z)
     kernel._upper = False  # full (not triangular) factor loop: same sums with the zeros included
+    kernel._ip[2] = 0
     assert_scores_equal(kernel.score(Z), ref)
     monkeypatch.setattr(_nb, "MAX_DOF", 1)  # dof beyond the closed forms: the numpy reference
     assert_scores_equal(kernel.score(Z), ref)
@@ -168,7 +169,13 @@ def test_compiled_loops_as_python(kernel):
     with np.errstate(divide="ignore", invalid="ignore"):  # far rows: redone by the fallback
         _nb.posterior_typicality.py_func(d2, strength, kernel._logc, kernel._c, kernel._dof, prob, typ)
     got = KernelScores(d2, strength, prob, typ, primary, beyond)
-    assert_scores_equal(got, score_reference(kernel, Z))
+    ref = score_reference(kernel, Z)
+    assert_scores_equal(got, ref)
+    block = np.empty((4, 70, k))
+    _nb.first_pass.py_func(Z, kernel._LT, kernel._fp, kernel._ip, block, primary, beyond)
+    np.exp(block[1], out=block[1])
+    _nb.second_pass.py_func(block, kernel._fp, kernel._ip)
+    assert_scores_equal(KernelScores(*block, primary, beyond), ref)
     out = np.empty((70, k))
     _nb.dist_sq.py_func(Z, kernel._LT, kernel._shift_all, kernel._upper, k, out)
     np.testing.assert_allclose(out, d2, rtol=RTOL)

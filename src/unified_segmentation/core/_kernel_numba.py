@@ -285,6 +285,32 @@ def posterior_typicality(d2_in, strength, logc, c, dof, prob_out, typ_out):
 
 
 @njit(cache=True, fastmath=False, error_model="numpy")
+def _unpack(fp, ip):
+    k, p = ip[0], ip[1]
+    o = k * p
+    shift, logc, c = fp[:o], fp[o:o + k], fp[o + k:o + 2 * k]
+    c_lo, u, norm_sq = fp[o + 2 * k:o + 2 * k + p], fp[o + 2 * k + p:o + 2 * k + 2 * p], fp[o + 2 * k + 2 * p]
+    return shift, logc, c, c_lo, u, norm_sq, ip[2] != 0, ip[3] != 0, ip[4], ip[5], ip[6]
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def first_pass(Z, LT, fp, ip, out, primary_out, beyond_out):
+    """:func:`distances_primary` with the axis constants packed (``AxisKernel._fp``, ``._ip``): d² into
+    ``out[0]``, ``-d²/2`` into ``out[1]``. Few arguments, because each costs the one-player call."""
+    shift, logc, c, c_lo, u, norm_sq, upper, has_order, lo, hi, dof = _unpack(fp, ip)
+    distances_primary(Z, LT, shift, upper, logc, has_order, c_lo, u, norm_sq, lo, hi,
+                      out[0], out[1], primary_out, beyond_out)
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def second_pass(out, fp, ip):
+    """:func:`posterior_typicality` from ``out[0]`` (d²) and ``out[1]`` (strengths) into ``out[2]``
+    (posterior) and ``out[3]`` (typicality)."""
+    shift, logc, c, c_lo, u, norm_sq, upper, has_order, lo, hi, dof = _unpack(fp, ip)
+    posterior_typicality(out[0], out[1], logc, c, dof, out[2], out[3])
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
 def noisy_probability(Z, noise_var, centers, covariances, log_weights, out):
     """Posterior with each player's diagonal sampling noise added to every segment covariance.
 
@@ -306,7 +332,7 @@ def noisy_probability(Z, noise_var, centers, covariances, log_weights, out):
                 nv = noise_var[i, r]
                 a[r, r] += nv if nv > 0.0 else (nv if nv != nv else 0.0)
             # in-place Cholesky (lower) of a, and the forward solve of y = a^-1 (z - μ)
-            log_det = 0.0
+            det_sqrt = 1.0
             quad = 0.0
             for r in range(p):
                 for q in range(r):
@@ -319,13 +345,19 @@ def noisy_probability(Z, noise_var, centers, covariances, log_weights, out):
                     acc -= a[r, j] * a[r, j]
                 d = math.sqrt(acc)
                 a[r, r] = d
-                log_det += math.log(d)
+                det_sqrt *= d
                 yy = Z[i, r] - centers[s, r]
                 for j in range(r):
                     yy -= a[r, j] * y[j]
                 yy /= d
                 y[r] = yy
                 quad += yy * yy
+            if 1e-290 < det_sqrt < 1e290:  # one log of the product of the factor's diagonal
+                log_det = math.log(det_sqrt)
+            else:  # or the sum of their logs if the product would leave the normal floats
+                log_det = 0.0
+                for r in range(p):
+                    log_det += math.log(a[r, r])
             lp[s] = log_weights[s] - 0.5 * (2.0 * log_det + quad + p * log_2pi)
             if lp[s] > lp_max:
                 lp_max = lp[s]

@@ -16,12 +16,24 @@ from scipy import linalg
 from scipy.special import chdtrc
 from threadpoolctl import ThreadpoolController
 
-from . import _kernel_numba as _nb
-
 _THREADS = ThreadpoolController()
 _CHUNK = 8192
 
 _LOG_2PI = np.log(2.0 * np.pi)
+
+_NB = None  # the compiled loops, imported on first use
+_WARM = False  # whether this process has loaded them (the first AxisKernel does)
+
+
+def _compiled():
+    """The compiled loops (``_kernel_numba``). Importing numba takes ~0.5 s, so code that never scores
+    (ingestion, most CLI commands) does not pay it."""
+    global _NB
+    if _NB is None:
+        from . import _kernel_numba
+
+        _NB = _kernel_numba
+    return _NB
 
 
 def precision_cholesky(covariances: np.ndarray) -> np.ndarray:
@@ -68,8 +80,9 @@ def chi2_sf(x, dof) -> np.ndarray:
     Closed forms for integer ``1 <= dof <= 200`` (compiled); ``scipy.special.chdtrc`` otherwise.
     """
     x = np.asarray(x, dtype=np.float64)
-    if float(dof) == int(dof) and 1 <= int(dof) <= _nb.MAX_DOF:
-        return _nb.chi2_sf(np.ascontiguousarray(x), int(dof))
+    nb = _compiled()
+    if float(dof) == int(dof) and 1 <= int(dof) <= nb.MAX_DOF:
+        return nb.chi2_sf(np.ascontiguousarray(x), int(dof))
     return chdtrc(float(dof), x)
 
 
@@ -113,17 +126,29 @@ class AxisKernel:
         self._c = np.exp(self._logc - self._logc.max())
         self._dof = int(p)
         self._has_order = False
-        self._c_lo = np.zeros(p)
-        self._u = np.zeros(p)
-        self._norm_sq = 1.0
+        c_lo, u, norm_sq = np.zeros(p), np.zeros(p), 1.0
         self._lo = self._hi = -1
         if self.order_ is not None and len(self.order_) >= 2:
             lo, hi = int(self.order_[0]), int(self.order_[-1])
-            u = self.centers_[hi] - self.centers_[lo]
-            norm_sq = float(u @ u)
-            if norm_sq > 0:
+            u_ = self.centers_[hi] - self.centers_[lo]
+            if float(u_ @ u_) > 0:
                 self._has_order, self._lo, self._hi = True, lo, hi
-                self._c_lo, self._u, self._norm_sq = self.centers_[lo].copy(), u, norm_sq
+                c_lo, u, norm_sq = self.centers_[lo], u_, float(u_ @ u_)
+        # the same constants packed into one float and one int array (each argument costs the
+        # one-player call ~0.15 µs); the attributes above are views into them
+        self._fp = np.concatenate([self._shift_all, self._logc, self._c, c_lo, u, [norm_sq]])
+        self._ip = np.array([k, p, self._upper, self._has_order, self._lo, self._hi, self._dof], dtype=np.int64)
+        o = k * p
+        self._logc, self._c = self._fp[o:o + k], self._fp[o + k:o + 2 * k]
+        self._c_lo, self._u = self._fp[o + 2 * k:o + 2 * k + p], self._fp[o + 2 * k + p:o + 2 * k + 2 * p]
+        self._norm_sq = norm_sq
+        global _WARM
+        if not _WARM:
+            # load the compiled entry points of the request path now (from numba's disk cache: ~0.3 s,
+            # or compiled on a machine's first run), where a kernel is built, not in a first request
+            _WARM = True
+            self.score(self.centers_[:1])
+            self.noisy_probability(self.centers_[:1], np.zeros((1, p)))
 
     def _positions(self, Z) -> np.ndarray:
         Z = np.ascontiguousarray(Z, dtype=np.float64)
@@ -135,7 +160,7 @@ class AxisKernel:
         """Squared Mahalanobis distances, ndarray of shape (n_players, n_segments)."""
         Z = self._positions(Z)
         out = np.empty((Z.shape[0], self.n_segments))
-        _nb.dist_sq(Z, self._LT, self._shift_all, self._upper, self.n_segments, out)
+        _compiled().dist_sq(Z, self._LT, self._shift_all, self._upper, self.n_segments, out)
         return out
 
     def log_prob(self, dist_sq: np.ndarray) -> np.ndarray:
@@ -165,18 +190,17 @@ class AxisKernel:
         beyond-the-extreme rule); it is taken on the log densities, so it can differ only where two
         segments' posteriors tie to the last bit.
         """
-        d2, strength, primary, _ = self._first_pass(self._positions(Z))
-        return d2, strength, primary
+        out, primary, _ = self._first_pass(self._positions(Z), 2)
+        return out[0], out[1], primary
 
-    def _first_pass(self, Z: np.ndarray):
-        n, k = Z.shape[0], self.n_segments
-        d2, strength = np.empty((n, k)), np.empty((n, k))
+    def _first_pass(self, Z: np.ndarray, planes: int):
+        """d² into ``out[0]`` and the strengths into ``out[1]`` of a fresh ``(planes, n, k)`` block."""
+        n = Z.shape[0]
+        out = np.empty((planes, n, self.n_segments))
         primary, beyond = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.bool_)
-        _nb.distances_primary(Z, self._LT, self._shift_all, self._upper, self._logc, self._has_order,
-                              self._c_lo, self._u, self._norm_sq, self._lo, self._hi, d2, strength, primary,
-                              beyond)
-        np.exp(strength, out=strength)  # numpy's vectorized exp, as the reference
-        return d2, strength, primary, beyond
+        _compiled().first_pass(Z, self._LT, self._fp, self._ip, out, primary, beyond)
+        np.exp(out[1], out=out[1])  # numpy's vectorized exp, as the reference
+        return out, primary, beyond
 
     def score(self, Z: np.ndarray) -> KernelScores:
         """Score players.
@@ -187,12 +211,12 @@ class AxisKernel:
             Positions in model space.
         """
         Z = self._positions(Z)
-        if not 1 <= self._dof <= _nb.MAX_DOF:
+        nb = _compiled()
+        if not 1 <= self._dof <= nb.MAX_DOF:
             return score_reference(self, Z)
-        d2, strength, primary, beyond = self._first_pass(Z)
-        prob, typ = np.empty_like(d2), np.empty_like(d2)
-        _nb.posterior_typicality(d2, strength, self._logc, self._c, self._dof, prob, typ)
-        return KernelScores(dist_sq=d2, strength=strength, probability=prob, typicality=typ,
+        out, primary, beyond = self._first_pass(Z, 4)
+        nb.second_pass(out, self._fp, self._ip)
+        return KernelScores(dist_sq=out[0], strength=out[1], probability=out[2], typicality=out[3],
                             primary=primary, beyond_extreme=beyond)
 
     def noisy_probability(self, Z: np.ndarray, noise_var: np.ndarray, chunk: int = 200_000) -> np.ndarray:
@@ -215,7 +239,7 @@ class AxisKernel:
         if nv.shape != Z.shape:
             raise ValueError(f"expected noise variances of shape {Z.shape}, got {nv.shape}")
         out = np.empty((Z.shape[0], self.n_segments))
-        _nb.noisy_probability(Z, nv, self.centers_, self.covariances_, self.log_weights_, out)
+        _compiled().noisy_probability(Z, nv, self.centers_, self.covariances_, self.log_weights_, out)
         return out
 
 
