@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..features import events_to_daily, normalize_daily
 from ..game_settings import GameSettings
+from ..ingest import read_events
 from ..pipeline import detection_dict, profile_dict, run_detection, score_profiles
 from ..pipeline.anomalies import typical_segments
 from ..pipeline.calibrate import calibrate_frames
@@ -155,11 +156,15 @@ class Services(RequestPathMixin, MigrationMixin):
             return srepo.primary_segments(session, game_id, version)
 
     # ------------------------------------------------------------------ ingestion
-    def ingest_events(self, game_id: str, events: pl.DataFrame) -> dict:
+    def ingest_events(self, game_id: str, events: pl.DataFrame | list[dict[str, Any]]) -> dict:
+        """Store new events and roll them up, in one transaction. ``events``: a canonical Events frame,
+        or JSON rows, read here in the game's time zone (one invalid row rejects them all)."""
         _check_id(game_id, "game_id")
         with self._uow() as session:
             game = repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
             tz = (game.settings or {}).get("timezone", "UTC")
+            if not isinstance(events, pl.DataFrame):
+                events = read_events(events, timezone=tz)
             new = repo.insert_events(session, game_id, events).new_events
             inserted = new.height
             if inserted:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from unified_segmentation.ingest import read_daily, read_events, read_outcomes
+from unified_segmentation.ingest import read_daily, read_outcomes
 
 from ..auth import WriteKey
 from ..deps import MetricsDep, ServicesDep, SettingsDep
@@ -38,8 +38,7 @@ def ingest_events(body: EventsRequest, key: WriteKey, _: NulFree, services: Serv
                   metrics: MetricsDep, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
     key.check_game(body.game_id)
     check_batch_size(len(body.events), settings.max_batch_events, "events")
-    events = read_events(body.events, timezone=services.game_timezone(body.game_id))
-    answer = services.ingest_events(body.game_id, events)
+    answer = services.ingest_events(body.game_id, body.events)  # read in the game's time zone, same transaction
     metrics.record_ingestion(body.game_id, "events", answer)
     return _answer(answer, idempotency_key)
 
