@@ -8,9 +8,11 @@ axes), rolled into per-player features of the profile window exactly as ``calibr
 the calibration figures.
 
 **Ours, "calibrate from features"**: ``MetricScaler`` fit/transform + ``calibration.varying_metrics`` (prep),
-then ``calibration.fit_axis`` on each universal axis's model-space columns (K-means sweep k = 2..8 on <= 200k
-sampled players with ``n_init`` starts, Kneedle, silhouette on 2k, labels for every player, Ledoit-Wolf
-covariances, Gaussian null), with the rule constants of ``GameSettings()``.
+then ``calibration.fit_axis`` on each universal axis's model-space columns (K-means sweep k = 2..8 with
+``n_init`` starts on <= 30k of the <= 200k sampled players, Kneedle, the candidate k refitted on the whole
+sample from the sweep's centers (one start), acceptance rule: segment sizes, silhouette on 2k, half-sample
+stability on the sweep players; labels for every player, Ledoit-Wolf covariances, Gaussian null), with the
+rule constants of ``GameSettings()``.
 
 **Baseline**: per axis, on the same kept metric columns in metric units, ``StandardScaler`` + ``PCA`` fitted on
 all players, a ``KMeans`` sweep k = 2..8 (``n_init`` = 4, ``random_state`` 0) on the same <= 200k sample, k
@@ -242,7 +244,8 @@ def main() -> None:
     out: dict = {
         "benchmark": "calibrate from features",
         "data": "synth.generate_daily (planted game, default spec) -> profile-window features as calibrate_frames",
-        "rules": "GameSettings() defaults: k 2..8, sample <= 200k, n_init 4, silhouette on 2k",
+        "rules": "GameSettings() defaults: k 2..8, sample <= 200k, sweep on <= 30k with n_init 4, "
+                 "refit at the candidate k on the sample, silhouette on 2k, half-sample stability >= 0.5",
         "machine": {"cpus": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
                     "loadavg_1_5_15_start": [round(x, 2) for x in os.getloadavg()],
                     "threadpools": [{k: d.get(k) for k in ("internal_api", "version", "num_threads")}

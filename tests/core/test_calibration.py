@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import adjusted_rand_score
 
 from unified_segmentation.core.calibration import (
     RuleConstants,
     fit_axis,
+    half_sample_stability,
+    null_variance_explained,
     plan_game_specific_axes,
     shrunk_covariances,
     varimax,
@@ -32,6 +35,65 @@ def test_recovers_k_and_labels_with_a_small_tier():
     assert fit.variance_explained >= fit.variance_explained_null + 0.15
 
 
+def test_sweep_on_a_subsample_then_refit_on_the_whole_sample():
+    """k is swept on ``sweep_sample`` players; the chosen k is refitted on the whole sample and every
+    player gets the nearest center of that fit."""
+    X, y = blobs(6000, [[0, 0], [6, 0], [0, 6], [6, 6]], [0.5, 0.3, 0.19, 0.01], seed=1)
+    rules = RuleConstants(sweep_sample=1500)
+    fit = fit_axis(X, rules)
+    assert fit.k == 4
+    assert sorted(fit.inertias) == [2, 3, 4, 5, 6, 7, 8]
+    assert adjusted_rand_score(y, fit.labels) > 0.97
+    assert fit.counts.min() >= 0.005 * len(X)  # the 1 % tier survives
+    d2 = ((X[:, None, :] - fit.centers[None]) ** 2).sum(-1)
+    assert (d2.argmin(axis=1) == fit.labels).mean() > 0.999
+    # the same answer as sweeping on every player
+    full = fit_axis(X, RuleConstants())
+    assert full.k == 4
+    assert adjusted_rand_score(full.labels, fit.labels) > 0.99
+    assert fit.variance_explained == pytest.approx(full.variance_explained, abs=1e-3)
+
+
+def test_sample_and_sweep_subsamples_assign_everyone():
+    X, y = blobs(5000, [[0.0], [5.0], [10.0]], [0.5, 0.35, 0.15], scale=0.5, seed=2)
+    fit = fit_axis(X, RuleConstants(sample_size=2000, sweep_sample=800))
+    assert fit.k == 3
+    assert len(fit.labels) == len(X) and fit.counts.sum() == len(X)
+    assert adjusted_rand_score(y, fit.labels) > 0.98
+
+
+def test_half_sample_stability_separates_structure_from_noise():
+    X, _ = blobs(6000, [[0, 0], [6, 0], [0, 6], [6, 6]], [0.5, 0.3, 0.19, 0.01])
+    rules = RuleConstants()
+    assert half_sample_stability(X, 4, rules, seed=1) > 0.99
+    G = np.random.default_rng(0).normal(size=(4000, 2))  # isotropic: every 4-way cut is arbitrary
+    assert half_sample_stability(G, 4, rules, seed=1) < 0.5
+    assert half_sample_stability(G[:100], 4, rules, seed=1) is None  # halves too small for 4 x 20 players
+
+
+def test_irreproducible_k_is_rejected():
+    G = np.random.default_rng(0).normal(size=(4000, 2))
+    fit = fit_axis(G, RuleConstants())
+    assert fit.knee == 4
+    assert any(n.startswith("k=4 rejected: half-sample stability") for n in fit.notes)
+    assert fit.k < 4 and fit.stability >= 0.5
+    off = fit_axis(G, RuleConstants(min_stability=0.0))
+    assert off.k == 4 and off.stability is None
+
+
+def test_null_is_kmeans_on_one_gaussian_with_the_axis_covariance():
+    """Optimal 3-means of a 1-D Gaussian explains 0.810 of its variance whatever the data's shape: a
+    one-dimensional (ordered) axis with 3 segments can beat its null by at most 0.19."""
+    X, _ = blobs(20000, [[0.0], [5.0], [10.0]], [0.5, 0.35, 0.15], scale=0.5, seed=2)
+    assert null_variance_explained(X, 3, RuleConstants()) == pytest.approx(0.810, abs=0.005)
+    assert null_variance_explained(X * 7.0 + 3.0, 3, RuleConstants()) == pytest.approx(0.810, abs=0.005)
+    # an elongated 2-D cloud: the null follows the covariance, about 0.81 x the long axis's variance share
+    G = np.random.default_rng(0).multivariate_normal([0, 0], np.diag([4.0, 1.0]), size=20000)
+    assert null_variance_explained(G, 3, RuleConstants()) == pytest.approx(0.81 * 4 / 5, abs=0.01)
+    H = np.random.default_rng(0).multivariate_normal([0, 0], np.diag([1.0, 1.0]), size=20000)
+    assert null_variance_explained(H, 3, RuleConstants()) < 0.6
+
+
 def test_pure_noise_is_weak_or_flagged():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(3000, 1))
@@ -54,6 +116,17 @@ def test_covariances_never_singular():
     assert lam == pytest.approx(1e-3)
     for c in covs:
         assert np.all(np.linalg.eigvalsh(c) > 0)
+
+
+def test_covariance_centers_are_member_means():
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(500, 3))
+    labels = rng.integers(0, 3, 500)
+    centers, covs, counts, lam = shrunk_covariances(Z, labels, 3, RuleConstants())
+    for s in range(3):
+        assert np.allclose(centers[s], Z[labels == s].mean(axis=0), rtol=1e-12, atol=1e-12)
+        assert counts[s] == (labels == s).sum()
+        assert np.allclose(covs[s] - lam * np.eye(3), LedoitWolf().fit(Z[labels == s]).covariance_, atol=1e-12)
 
 
 def test_small_segment_uses_pooled_covariance():

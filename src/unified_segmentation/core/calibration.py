@@ -13,7 +13,7 @@ from kneed import KneeLocator
 from sklearn.cluster import KMeans
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from threadpoolctl import ThreadpoolController
 
 _THREADS = ThreadpoolController()
@@ -28,9 +28,12 @@ class RuleConstants:
     min_share: float = 0.003
     min_members: int = 20
     min_silhouette: float = 0.20
+    min_stability: float = 0.50
+    stability_splits: int = 5
     sample_size: int = 200_000
     silhouette_sample: int = 2_000
     n_init: int = 4
+    sweep_sample: int = 30_000
     seed: int = 0
     ridge_share: float = 0.05
     ridge_floor: float = 1e-3
@@ -56,6 +59,7 @@ class AxisFit:
     weak_structure: bool
     ridge: float
     notes: list[str] = field(default_factory=list)
+    stability: float | None = None  # half-sample ARI of the chosen k (None: not checked)
 
 
 def varying_metrics(X: np.ndarray, min_players: int, sample: int = 200_000, seed: int = 0) -> np.ndarray:
@@ -78,8 +82,13 @@ def varying_metrics(X: np.ndarray, min_players: int, sample: int = 200_000, seed
     return keep
 
 
-def _kmeans(Z: np.ndarray, k: int, rules: RuleConstants, n_init: int | None = None) -> KMeans:
+def _kmeans(Z: np.ndarray, k: int, rules: RuleConstants, n_init: int | None = None,
+            init: np.ndarray | None = None) -> KMeans:
+    """scikit-learn K-means on one thread (2 OpenMP threads ran 9x slower on these shared cores);
+    ``init`` seeds a single start from given centers."""
     with _THREADS.limit(limits=1):
+        if init is not None:
+            return KMeans(n_clusters=k, init=init, n_init=1, random_state=rules.seed).fit(Z)
         return KMeans(n_clusters=k, n_init=rules.n_init if n_init is None else n_init,
                       random_state=rules.seed).fit(Z)
 
@@ -102,16 +111,18 @@ def shrunk_covariances(
     counts = np.bincount(labels, minlength=k)
     raw = np.zeros((k, p, p))
     pooled = np.zeros((p, p))
-    for s in range(k):
-        members = Z[labels == s]
+    # one stable sort instead of a boolean scan per segment: members of s are rows bounds[s]:bounds[s+1]
+    Zs = Z[np.argsort(labels, kind="stable")]
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    groups = [Zs[bounds[s]:bounds[s + 1]] for s in range(k)]
+    for s, members in enumerate(groups):
         if len(members):
             centers[s] = members.mean(axis=0)
             diff = members - centers[s]
             pooled += diff.T @ diff
     pooled /= max(n - k, 1)
     lam = max(rules.ridge_floor, rules.ridge_share * float(np.trace(pooled)) / p)
-    for s in range(k):
-        members = Z[labels == s]
+    for s, members in enumerate(groups):
         if len(members) >= 2 * p + 1:
             with _THREADS.limit(limits=1):
                 raw[s] = LedoitWolf().fit(members).covariance_
@@ -146,8 +157,35 @@ def null_variance_explained(Z: np.ndarray, k: int, rules: RuleConstants, n_null:
     return variance_explained(G, km.labels_, k)
 
 
+def half_sample_stability(Z: np.ndarray, k: int, rules: RuleConstants, seed: int) -> float | None:
+    """Reproducibility of the k-segment solution: K-means (``n_init`` starts) on two random halves of
+    ``Z``, each assigning all of ``Z``; the adjusted Rand index of the two assignments (the median over
+    ``rules.stability_splits`` random splits when ``Z`` holds fewer than 10,000 players, one split
+    otherwise: larger halves give a precise figure).
+
+    ``None`` when a half is too small to hold k segments of ``rules.min_members`` players.
+    """
+    n = len(Z)
+    if n // 2 < k * rules.min_members:
+        return None
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(rules.stability_splits if n < 10_000 else 1):
+        perm = rng.permutation(n)
+        a = _kmeans(Z[perm[: n // 2]], k, rules)
+        b = _kmeans(Z[perm[n // 2:]], k, rules)
+        with _THREADS.limit(limits=1):
+            out.append(float(adjusted_rand_score(a.predict(Z), b.predict(Z))))
+    return float(np.median(out))
+
+
 def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     """Cluster one axis: sweep k, pick the knee, accept or step down, then fit covariances.
+
+    The k sweep (``n_init`` starts per k) runs on at most ``rules.sweep_sample`` players of the
+    calibration sample; each candidate k is then refitted on the whole sample (at most
+    ``rules.sample_size`` players) with one start seeded from the sweep's centers, and the acceptance
+    rule is checked on that fit. Every player is assigned to the nearest center of the accepted fit.
 
     Parameters
     ----------
@@ -158,8 +196,11 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     n, p = Z.shape
     rng = np.random.default_rng(rules.seed)
     sample = Z if n <= rules.sample_size else Z[rng.choice(n, rules.sample_size, replace=False)]
-    min_members = max(rules.min_members, int(np.ceil(rules.min_share * len(sample))))
-    max_k = max(1, min(rules.max_k, len(sample) // max(min_members, 1)))
+    m = len(sample)
+    sweep = sample if m <= rules.sweep_sample else sample[rng.choice(m, rules.sweep_sample, replace=False)]
+    min_members = max(rules.min_members, int(np.ceil(rules.min_share * m)))
+    sweep_min = max(rules.min_members, int(np.ceil(rules.min_share * len(sweep))))
+    max_k = max(1, min(rules.max_k, len(sweep) // max(sweep_min, 1)))
     min_k = min(rules.min_k, max_k)
     notes: list[str] = []
     ks = list(range(min_k, max_k + 1))
@@ -168,20 +209,29 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
     for k in ks:
         if k < 2:
             continue
-        # several starts in the sweep too: a one-start inertia curve moves the knee (seen on planted games)
-        models[k] = _kmeans(sample, k, rules)
+        # several starts in the sweep: a one-start inertia curve moves the knee (seen on planted games)
+        models[k] = _kmeans(sweep, k, rules)
         inertias[k] = float(models[k].inertia_)
-    sweep = [k for k in ks if k in inertias]
-    knee = knee_of(sweep, [inertias[k] for k in sweep])
-    start = knee if knee is not None else (sweep[0] if sweep else 1)
+    sweep_ks = [k for k in ks if k in inertias]
+    knee = knee_of(sweep_ks, [inertias[k] for k in sweep_ks])
+    start = knee if knee is not None else (sweep_ks[0] if sweep_ks else 1)
     if knee is None:
         notes.append("no knee found in log-inertia; starting from min_k")
-    sil_idx = rng.choice(len(sample), min(rules.silhouette_sample, len(sample)), replace=False)
+    sil_idx = rng.choice(m, min(rules.silhouette_sample, m), replace=False)
+    finals: dict[int, KMeans] = {}
+
+    def final(k: int) -> KMeans:
+        if k not in finals:
+            finals[k] = models[k] if sweep is sample else _kmeans(sample, k, rules,
+                                                                   init=models[k].cluster_centers_)
+        return finals[k]
+
     chosen, sil, weak = None, None, False
+    stability: dict[int, float | None] = {}
     for k in range(start, min_k - 1, -1):
         if k not in models:
             continue
-        labels = models[k].labels_
+        labels = final(k).labels_
         counts = np.bincount(labels, minlength=k)
         if counts.min() < min_members:
             notes.append(f"k={k} rejected: a segment holds {int(counts.min())} < {min_members} players")
@@ -190,6 +240,11 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
         s = float(silhouette_score(sample[sil_idx], sub)) if len(np.unique(sub)) > 1 else -1.0
         if s < rules.min_silhouette:
             notes.append(f"k={k} rejected: silhouette {s:.3f} < {rules.min_silhouette}")
+            continue
+        st = half_sample_stability(sweep, k, rules, rules.seed + k) if rules.min_stability > 0 else None
+        stability[k] = st
+        if st is not None and st < rules.min_stability:
+            notes.append(f"k={k} rejected: half-sample stability (ARI) {st:.3f} < {rules.min_stability}")
             continue
         chosen, sil = k, s
         break
@@ -201,16 +256,21 @@ def fit_axis(Z: np.ndarray, rules: RuleConstants) -> AxisFit:
         labels_all = np.zeros(n, dtype=np.int64)
         chosen = 1
     else:
-        with _THREADS.limit(limits=1):
-            labels_all = models[chosen].predict(Z)
+        km = final(chosen)
+        if sample is Z:
+            labels_all = km.labels_.astype(np.int64)
+        else:
+            with _THREADS.limit(limits=1):
+                labels_all = km.predict(Z).astype(np.int64)
     centers, covs, counts, lam = shrunk_covariances(Z, labels_all, chosen, rules)
-    ve = variance_explained(sample, labels_all if sample is Z else models[chosen].labels_, chosen) \
+    ve = variance_explained(sample, labels_all if sample is Z else final(chosen).labels_, chosen) \
         if chosen > 1 else 0.0
     ve_null = null_variance_explained(Z, chosen, rules) if chosen > 1 else 0.0
     return AxisFit(
         k=chosen, labels=labels_all, centers=centers, covariances=covs, counts=counts,
         inertias=inertias, knee=knee, silhouette=sil, variance_explained=ve,
         variance_explained_null=ve_null, weak_structure=weak, ridge=lam, notes=notes,
+        stability=stability.get(chosen),
     )
 
 

@@ -99,7 +99,8 @@ def _build_axis(axis_id: str, axis_name: str, axis_type: str, metrics: list[str]
         dropped_metrics=dropped, weak_structure=fit.weak_structure, order=order,
         variance_explained=fit.variance_explained, variance_explained_null=fit.variance_explained_null,
         selection={"inertias": {str(k): v for k, v in fit.inertias.items()}, "knee": fit.knee,
-                   "silhouette": fit.silhouette, "chosen_k": fit.k, "ridge": fit.ridge, "notes": fit.notes},
+                   "silhouette": fit.silhouette, "stability": fit.stability, "chosen_k": fit.k,
+                   "ridge": fit.ridge, "notes": fit.notes},
         quality={"flagged": bool(reasons), "reasons": reasons},
     )
     return axis, fit.labels
