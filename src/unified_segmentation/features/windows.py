@@ -325,6 +325,24 @@ def window_features(
     return pl.DataFrame(frame)
 
 
+@lru_cache(maxsize=512)
+def _day_table(window: Window, holiday_country: str | None, context_code: int | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Day table of a window: exposure weight and context of each day, and per-context suffix sums of
+    exposure (shape (3, n_days + 1)). Cached: every request of a day asks for the same windows."""
+    start_day = (window.start - _EPOCH).days
+    days = np.arange(start_day, start_day + window.n_days, dtype=np.int64)
+    weights = window.day_weights()
+    contexts = day_contexts(days, holiday_country)
+    if context_code is not None:
+        weights = np.where(contexts == context_code, weights, 0.0)
+    per_context = np.stack([np.where(contexts == k, weights, 0.0) for k in range(3)])
+    suffix = np.concatenate([np.cumsum(per_context[:, ::-1], axis=1)[:, ::-1], np.zeros((3, 1))], axis=1)
+    for array in (weights, contexts, suffix):
+        array.setflags(write=False)
+    return weights, contexts, suffix
+
+
 def window_feature_arrays(
     rows: DailyRows,
     window: Window,
@@ -363,14 +381,7 @@ def window_feature_arrays(
         values = rows.values[name]
         return values if all_upto else values[upto]
 
-    # Day table of the window: exposure weight and context of each day, suffix sums of exposure.
-    days = np.arange(start_day, end_day + 1, dtype=np.int64)
-    weights = window.day_weights()
-    contexts = day_contexts(days, holiday_country)
-    if context_code is not None:
-        weights = np.where(contexts == context_code, weights, 0.0)
-    per_context = np.stack([np.where(contexts == k, weights, 0.0) for k in range(3)])
-    suffix = np.concatenate([np.cumsum(per_context[:, ::-1], axis=1)[:, ::-1], np.zeros((3, 1))], axis=1)
+    weights, contexts, suffix = _day_table(window, holiday_country, context_code)
     known = first <= end_day
     start_index = np.clip(first - start_day, 0, n_window_days)
     exposure_by_context = suffix[:, np.where(known, start_index, n_window_days)]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import orjson
+from sqlalchemy import exc as sa_exc
 
 from ..errors import GameNotFound, NoTaxonomy, PlayerNotFound
 from ..game_settings import GameSettings
@@ -44,11 +45,13 @@ class RequestPathMixin:
                       days: Callable[[GameSettings], int]):
         from .facade import _local_date  # the facade imports this module
 
-        kind = self.engine.dialect.name
-        raw = self.engine.raw_connection()  # a pooled DBAPI connection: no ORM, no result wrappers
+        dialect = self.engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        raw = None
         try:
+            raw = self.engine.raw_connection()  # a pooled DBAPI connection: no ORM, no result wrappers
             cursor = raw.cursor()
-            state = rrepo.request_state(cursor, kind, game_id, player_id)
+            state = rrepo.request_state(cursor, dialect.name, game_id, player_id)
             if state is None:
                 raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)
             s = self._parsed_settings(state.settings_json)
@@ -64,11 +67,16 @@ class RequestPathMixin:
                 raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
             as_of_dt: datetime = resolve_as_of(as_of, s)
             d = _local_date(as_of_dt, s.timezone)
-            rows = rrepo.player_daily_rows(cursor, kind, game_id, player_id, state.first_seen,
+            rows = rrepo.player_daily_rows(cursor, dialect.name, game_id, player_id, state.first_seen,
                                            d - timedelta(days=days(s)), d)
             cursor.close()
+        except dbapi_error as exc:  # as SQLAlchemy would raise it (the API answers 503 when unreachable)
+            if raw is not None and dialect.is_disconnect(exc, raw.dbapi_connection, None):
+                raw.invalidate()
+            raise sa_exc.DBAPIError.instance(None, None, exc, dbapi_error) from exc
         finally:
-            raw.close()  # back to the pool (which rolls the read transaction back)
+            if raw is not None:
+                raw.close()  # back to the pool (which rolls the read transaction back)
         return tax, as_of_dt, rows
 
     def categorize(self, game_id: str, player_id: str, *, as_of=None, taxonomy_version=None) -> dict:
