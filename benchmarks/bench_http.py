@@ -236,6 +236,22 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError("server did not start")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of every process in the server's process group (uvicorn and workers)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:  # pgrp: the session leader's pid
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -339,17 +355,21 @@ def in_process(url: str, players: list[str], n: int, batch_ids: list[str]) -> di
         for name, call in (("categorize", services.categorize), ("detect", services.detect)):
             for pid in players[:10]:  # warm the taxonomy cache and the connection pool
                 call(GAME, pid)
-            lat = []
+            lat, cpu = [], []
             for i in range(n):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 call(GAME, players[(100 + i) % len(players)])
                 lat.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.thread_time() - c0) * 1000)
             lat.sort()
             out[name] = {"requests": n, "p50_ms": round(lat[n // 2], 3), "p95_ms": round(lat[int(0.95 * n)], 3),
-                         "mean_ms": round(statistics.fmean(lat), 3)}
+                         "mean_ms": round(statistics.fmean(lat), 3), "cpu_ms_p50": round(statistics.median(cpu), 3)}
         t0 = time.perf_counter()
         services.categorize_batch(GAME, batch_ids, compact=True)
         out["batch_compact_players_per_s"] = round(len(batch_ids) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        services.categorize_batch(GAME, batch_ids, columnar=True)
+        out["batch_columnar_players_per_s"] = round(len(batch_ids) / (time.perf_counter() - t0))
     finally:
         services.close()
     return out
@@ -410,8 +430,15 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         mix = [post(det if i % 5 == 4 else cat, {"player_id": players[i % len(players)], "game_id": GAME})
                for i in range(n32)]
 
-        def measure(port: int, reqs: list[bytes], c: int) -> dict[str, Any]:
-            return median_of([load(port, reqs, c) for _ in range(args.repeats)])
+        def measure(server: Server, reqs: list[bytes], c: int) -> dict[str, Any]:
+            """Median of the repeats, plus the server's CPU per request: a figure the shared machine's
+            other load inflates much less than wall-clock latency."""
+            runs, cpu = [], []
+            for _ in range(args.repeats):
+                c0 = server.cpu_seconds()
+                runs.append(load(server.port, reqs, c))
+                cpu.append((server.cpu_seconds() - c0) * 1000 / len(reqs))
+            return median_of(runs) | {"server_cpu_ms_per_request": round(statistics.median(cpu), 3)}
 
         batch_ids = players[: min(10_000, len(players))]
         note(f"{backend}: services in-process (no HTTP)")
@@ -422,10 +449,10 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         bare = bare_server(workdir, dsn, 1)
         servers.append(bare)
         out["c1"] = {
-            "categorize": measure(svc.port, singles(cat, n1), 1),
-            "detect": measure(svc.port, singles(det, n1, 1000), 1),
-            "bare_constant": measure(bare.port, singles("/bare/const", n1), 1),
-            "bare_db_fetch": measure(bare.port, singles("/bare/fetch", n1), 1),
+            "categorize": measure(svc, singles(cat, n1), 1),
+            "detect": measure(svc, singles(det, n1, 1000), 1),
+            "bare_constant": measure(bare, singles("/bare/const", n1), 1),
+            "bare_db_fetch": measure(bare, singles("/bare/fetch", n1), 1),
         }
         note(f"{backend}: batch categorize")
         # batch categorize, 10,000 players (or all there are), compact, not persisted
@@ -433,18 +460,25 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
                                                               "compact": True})
         runs = [load(svc.port, [body], 1, warmup=0) for _ in range(max(3, args.repeats))]
         seconds = statistics.median(r["mean_ms"] for r in runs) / 1000
+        columnar_body = post("/api/v1/segmentation/categorize/batch", {"game_id": GAME, "player_ids": batch_ids,
+                                                                       "columnar": True})
+        columnar_runs = [load(svc.port, [columnar_body], 1, warmup=0) for _ in range(max(3, args.repeats))]
+        columnar_s = statistics.median(r["mean_ms"] for r in columnar_runs) / 1000
         full = load(svc.port, [post("/api/v1/segmentation/categorize/batch",
                                     {"game_id": GAME, "player_ids": batch_ids})], 1, warmup=0)
         singles_for_batch = load(svc.port, singles(cat, min(n1, 200), 3000), 1, warmup=0)
         out["batch_categorize"] = {
             "players": len(batch_ids), "compact_seconds": round(seconds, 3),
             "compact_players_per_s": round(len(batch_ids) / seconds),
+            "columnar_players_per_s": round(len(batch_ids) / columnar_s),
+            "columnar_players_per_s_runs": [round(len(batch_ids) / (r["mean_ms"] / 1000)) for r in columnar_runs],
             "full_players_per_s": round(len(batch_ids) / (full["mean_ms"] / 1000)),
             "baseline_single_calls_players_per_s": singles_for_batch["req_per_s"],
-            "errors": sum(r["errors"] for r in runs) + full["errors"],
+            "errors": sum(r["errors"] for r in runs + columnar_runs) + full["errors"],
         }
-        note(f"{backend}: ingestion")
-        out["ingestion"] = ingestion(svc.port, bare.port, backend, args)
+        if args.only != "scoring":
+            note(f"{backend}: ingestion")
+            out["ingestion"] = ingestion(svc.port, bare.port, backend, args)
         for s in (svc, bare):
             s.stop()
         servers.clear()
@@ -455,11 +489,11 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         bare = bare_server(workdir, dsn, 2)
         servers.append(bare)
         out["c32_2workers"] = {
-            "categorize": measure(svc.port, singles(cat, n32, 5000), 32),
-            "detect": measure(svc.port, singles(det, n32, 7000), 32),
-            "mix_80_categorize_20_detect": measure(svc.port, mix, 32),
-            "bare_constant": measure(bare.port, singles("/bare/const", n32), 32),
-            "bare_db_fetch": measure(bare.port, singles("/bare/fetch", n32), 32),
+            "categorize": measure(svc, singles(cat, n32, 5000), 32),
+            "detect": measure(svc, singles(det, n32, 7000), 32),
+            "mix_80_categorize_20_detect": measure(svc, mix, 32),
+            "bare_constant": measure(bare, singles("/bare/const", n32), 32),
+            "bare_db_fetch": measure(bare, singles("/bare/fetch", n32), 32),
         }
     finally:
         for s in servers:
@@ -475,8 +509,9 @@ def main() -> None:
     parser.add_argument("--requests-c1", type=int, default=200)
     parser.add_argument("--requests-c32", type=int, default=600)
     parser.add_argument("--ingest-batches", type=int, default=20)
-    parser.add_argument("--only", choices=["all", "ingest"], default="all",
-                        help="'ingest': only the HTTP ingestion scenario (no seeding, no categorize/detect)")
+    parser.add_argument("--only", choices=["all", "ingest", "scoring"], default="all",
+                        help="'ingest': only the HTTP ingestion scenario (no seeding, no categorize/detect); "
+                             "'scoring': everything but ingestion")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()
