@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     calibrate_wait_s: float = 60.0
     cors_origins: str = ""
     rate_limit_per_minute: int = 6000
+    idempotency_ttl_s: float = Field(default=86_400.0, description="How long an Idempotency-Key's answer is kept")
+    job_stale_s: float = Field(default=120.0, description="A calibration job without a heartbeat for this long "
+                                                         "is reported failed (its worker stopped)")
     log_level: str = "INFO"
     log_json: bool = True
     persist_delay_s: float = 0.5

@@ -22,6 +22,7 @@ from unified_segmentation.config import Settings
 
 from .auth import Authenticator
 from .errors import install_error_handlers
+from .idempotency import IdempotencyMiddleware, IdempotentReplay, replay_handler
 from .jobs import CalibrationJobs, Job
 from .logs import auth_banner, configure_logging, masked_url
 from .metrics import ApiMetrics
@@ -68,7 +69,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.auth = Authenticator(svc, required=settings.auth_required,
                                        rate_limit_per_minute=settings.rate_limit_per_minute,
                                        metrics_token=settings.metrics_token)
-        app.state.jobs = CalibrationJobs(on_done=lambda job: _count_calibration(metrics, job))
+        store = svc if hasattr(svc, "job_status") else None  # test doubles keep jobs in memory
+        app.state.jobs = CalibrationJobs(on_done=lambda job: _count_calibration(metrics, job), store=store,
+                                         stale_after_s=settings.job_stale_s)
         log.info("database: %s", masked_url(settings.url), extra={"database_url": masked_url(settings.url)})
         log.info(auth_banner(settings), extra={"auth_required": settings.auth_required})
         if settings.bootstrap_admin_key:
@@ -95,10 +98,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     metrics = ApiMetrics(snapshot=lambda: _snapshot(app))
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_exception_handler(IdempotentReplay, replay_handler)
     for router in ROUTERS:
         app.include_router(router)
 
-    # Added innermost first: request context wraps CORS wraps the body limit wraps the routes.
+    # Added innermost first: request context wraps CORS wraps the body limit wraps idempotency wraps the routes.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_list:
         app.add_middleware(
@@ -106,7 +111,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_origins=settings.cors_list,
             allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Idempotency-Key", "Location", "Retry-After"],
+            expose_headers=["X-Request-ID", "Idempotency-Key", "Idempotent-Replayed", "Location", "Retry-After"],
         )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

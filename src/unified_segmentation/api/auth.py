@@ -31,6 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from unified_segmentation.errors import Forbidden, RateLimited, Unauthorized
 
+from . import idempotency
+
 SCOPE_RANK = {"read": 1, "write": 2, "admin": 3}
 CACHE_TTL_S = 10.0
 _CACHE_MAX = 10_000
@@ -122,7 +124,8 @@ async def current_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     header_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
-    """Authenticate, rate-limit, then check the scope and any game named in the path or query."""
+    """Authenticate, rate-limit, then check the scope and any game named in the path or query; last, a write
+    carrying ``Idempotency-Key`` claims its record (or is answered from it: see :mod:`.idempotency`)."""
     auth: Authenticator = request.app.state.auth
     principal = await auth.resolve(bearer.credentials if bearer else header_key)
     await auth.enforce_rate_limit(principal)
@@ -132,6 +135,8 @@ async def current_principal(
     game_id = request.path_params.get("game_id") or request.query_params.get("game_id")
     if game_id is not None:
         principal.check_game(game_id)
+    if idempotency.applies(request, needed) and not hasattr(request.state, idempotency.STATE_KEY):
+        await idempotency.begin(request, principal)
     return principal
 
 

@@ -43,6 +43,7 @@ from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from ..storage.repositories import service as srepo
 from .migration import MigrationMixin
+from .ops import OpsMixin
 from .requests import RequestPathMixin
 
 log = logging.getLogger("unified_segmentation.services")
@@ -54,7 +55,7 @@ def _local_date(as_of: datetime, tz: str) -> date:
     return as_of.astimezone(ZoneInfo(tz)).date()
 
 
-class Services(RequestPathMixin, MigrationMixin):
+class Services(RequestPathMixin, MigrationMixin, OpsMixin):
     """The product's use cases over one database."""
 
     def __init__(self, database_url: str, *, sslmode: str | None = None, pool_size: int = 4) -> None:
@@ -79,6 +80,7 @@ class Services(RequestPathMixin, MigrationMixin):
         self.legacy_pool.close()
         self.flush()
         self._stop.set()
+        self._close_ops()
         self.engine.dispose()
 
     def upgrade(self) -> None:
@@ -546,12 +548,6 @@ class Services(RequestPathMixin, MigrationMixin):
         with self._uow() as session:
             if not repo.revoke_api_key(session, key_prefix):
                 raise InvalidInput(f"no API key with prefix {key_prefix!r}", field="key_prefix")
-
-    def rate_limit_hit(self, key_id: int, limit_per_minute: int) -> bool:
-        window = int(time.time() // 60)
-        with self._uow() as session:
-            n = srepo.rate_limit_increment(session, key_id, window)
-        return n > limit_per_minute
 
     # ------------------------------------------------------------------ metrics
     def _record_confidence(self, game_id: str, conf: np.ndarray) -> None:

@@ -484,6 +484,9 @@ class IdempotencyKey(Base):
 
 
 class CalibrationJob(Base):
+    """A calibration started as a job by the HTTP API; ``heartbeat_at`` is refreshed by the ``worker``
+    (``host:pid``) running it, so a job whose worker died can be told from a slow one."""
+
     __tablename__ = "calibration_jobs"
     __table_args__ = (Index("ix_calibration_jobs_game_created", "game_id", "created_at"),)
 
@@ -494,6 +497,8 @@ class CalibrationJob(Base):
     finished_at: Mapped[dt.datetime | None]
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[dt.datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(NAME))
 
 
 class RateLimitCounter(Base):

@@ -1,5 +1,6 @@
 """Queries the services need beyond the core repositories: game deletion, counts, primary segments,
-version metadata, event-derived daily rows, API-key lookup by prefix, rate-limit counters."""
+version metadata, event-derived daily rows, API-key lookup by prefix, rate-limit counters, idempotency
+records and calibration jobs as the HTTP API shares them between workers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import datetime as dt
 from typing import Any
 
 import polars as pl
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from .. import _bulk
-from ..models import ApiKey, DailyActivity, Game, Player, TaxonomyVersion
+from ..models import ApiKey, CalibrationJob, DailyActivity, Game, IdempotencyKey, Player, TaxonomyVersion
 from .events import ingest_lock
 
 __all__ = [
@@ -19,8 +20,17 @@ __all__ = [
     "delete_event_daily",
     "delete_game",
     "get_api_key_info",
+    "idempotency_claim",
+    "idempotency_purge",
+    "idempotency_settle",
+    "job_fail_if_stale",
+    "job_get",
+    "job_heartbeat",
+    "job_insert",
+    "job_update",
     "primary_segments",
     "rate_limit_increment",
+    "rate_limit_purge",
     "version_info",
 ]
 
@@ -116,19 +126,145 @@ def get_api_key_info(session: Session, key_prefix: str) -> dict[str, Any] | None
 
 
 def rate_limit_increment(session: Session, key_id: int, window: int) -> int:
-    """Count one request of an API key in a one-minute window (shared by every worker); returns the count."""
-    kind = _bulk.dialect(session)
+    """Count one request of an API key in a one-minute window (shared by every worker); returns the count.
+
+    One atomic UPSERT (no read-then-write); old windows are purged by :func:`rate_limit_purge`.
+    """
+    sql = RATE_LIMIT_UPSERT.format(p=_bulk.param(_bulk.dialect(session)))
+    cursor = session.connection().exec_driver_sql(sql, (key_id, window, _sql_now(session)))
+    return int(cursor.scalar_one())
+
+
+def rate_limit_purge(session: Session, before_window: int) -> int:
+    """Delete the counters of windows before ``before_window``."""
+    res = session.execute(text("DELETE FROM rate_limit_counters WHERE window_start < :w"), {"w": before_window})
+    return int(res.rowcount or 0)
+
+
+def _sql_now(session: Session) -> Any:
     now = dt.datetime.now(dt.UTC)
-    session.execute(text("DELETE FROM rate_limit_counters WHERE window_start < :w"), {"w": window - 2})
-    if kind == "postgresql":
-        sql = (
-            "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
-            "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1, "
-            "updated_at = :t RETURNING hits"
-        )
+    return now.replace(tzinfo=None).isoformat(sep=" ") if _bulk.dialect(session) == "sqlite" else now
+
+
+# ---- rate limits -----------------------------------------------------------------------------------
+#: One statement per request: the per-key per-minute row is created or incremented atomically.
+RATE_LIMIT_UPSERT = (
+    "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES ({p}, {p}, 1, {p}) "
+    "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1, "
+    "updated_at = excluded.updated_at RETURNING hits"
+)
+RATE_LIMIT_PURGE = "DELETE FROM rate_limit_counters WHERE window_start < {p}"
+
+
+# ---- idempotency keys --------------------------------------------------------------------------------
+def idempotency_claim(
+    session: Session,
+    key: str,
+    game_id: str,
+    record: dict[str, Any],
+    *,
+    now: dt.datetime,
+    expired_before: dt.datetime,
+    stale_before: dt.datetime,
+) -> tuple[str, dict[str, Any] | None]:
+    """Claim ``(key, game_id)`` for a request described by ``record`` (its ``state`` is ``in_progress``).
+
+    Returns ``("new", None)`` when this request owns the key now (inserted, or taking over a record
+    that expired or whose in-progress owner went silent), else ``("replay" | "mismatch" | "in_progress",
+    stored record)``. The insert is ``ON CONFLICT DO NOTHING`` on the primary key, so of two concurrent
+    duplicates exactly one gets ``"new"``.
+    """
+    insert = _bulk.dialect_insert(session)
+    stmt = (insert(IdempotencyKey).values(key=key, game_id=game_id, created_at=now, response=record)
+            .on_conflict_do_nothing(index_elements=["key", "game_id"]).returning(IdempotencyKey.key))
+    if session.execute(stmt).first() is not None:
+        return "new", None
+    row = session.scalar(select(IdempotencyKey)
+                         .where(IdempotencyKey.key == key, IdempotencyKey.game_id == game_id)
+                         .with_for_update())
+    if row is None:  # deleted between the two statements (abandoned or purged): insert again
+        session.execute(stmt)
+        return "new", None
+    stored = dict(row.response or {})
+    if row.created_at < expired_before:
+        row.created_at, row.response = now, record
+        session.flush()
+        return "new", None
+    if stored.get("request_hash") != record.get("request_hash"):
+        return "mismatch", stored
+    if stored.get("state") == "done":
+        return "replay", stored
+    if row.created_at < stale_before:
+        row.created_at, row.response = now, record
+        session.flush()
+        return "new", None
+    return "in_progress", stored
+
+
+def idempotency_settle(session: Session, key: str, game_id: str, claim: str, record: dict[str, Any] | None) -> bool:
+    """Store the answer (``record``) of the request that holds ``claim``, or delete the claim (``None``).
+
+    Nothing happens when another request took the key over meanwhile; returns whether it was ours.
+    """
+    row = session.scalar(select(IdempotencyKey)
+                         .where(IdempotencyKey.key == key, IdempotencyKey.game_id == game_id)
+                         .with_for_update())
+    if row is None or (row.response or {}).get("claim") != claim:
+        return False
+    if record is None:
+        session.delete(row)
     else:
-        sql = (
-            "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES (:k, :w, 1, :t) "
-            "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = hits + 1, updated_at = :t RETURNING hits"
-        )
-    return int(session.execute(text(sql), {"k": key_id, "w": window, "t": now}).scalar_one())
+        row.response = record
+    session.flush()
+    return True
+
+
+def idempotency_purge(session: Session, expired_before: dt.datetime) -> int:
+    res = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < expired_before))
+    return int(res.rowcount or 0)
+
+
+# ---- calibration jobs ----------------------------------------------------------------------------------
+JOB_ACTIVE = ("queued", "running")
+
+
+def job_insert(session: Session, job_id: str, game_id: str, *, status: str, worker: str, now: dt.datetime) -> None:
+    session.add(CalibrationJob(job_id=job_id, game_id=game_id, status=status, created_at=now, heartbeat_at=now,
+                               worker=worker))
+    session.flush()
+
+
+def job_update(session: Session, job_id: str, *, status: str, now: dt.datetime,
+               result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "heartbeat_at": now}
+    if status not in JOB_ACTIVE:
+        values.update(finished_at=now, result=result, error=error)
+    session.execute(update(CalibrationJob).where(CalibrationJob.job_id == job_id).values(**values))
+
+
+def job_heartbeat(session: Session, job_ids: list[str], now: dt.datetime) -> int:
+    res = session.execute(update(CalibrationJob)
+                          .where(CalibrationJob.job_id.in_(job_ids), CalibrationJob.status.in_(JOB_ACTIVE))
+                          .values(heartbeat_at=now))
+    return int(res.rowcount or 0)
+
+
+def job_fail_if_stale(session: Session, job_id: str, *, stale_before: dt.datetime, now: dt.datetime,
+                      error: str) -> bool:
+    """Mark an active job failed when its worker's last heartbeat is older than ``stale_before``."""
+    res = session.execute(
+        update(CalibrationJob)
+        .where(CalibrationJob.job_id == job_id, CalibrationJob.status.in_(JOB_ACTIVE),
+               func.coalesce(CalibrationJob.heartbeat_at, CalibrationJob.created_at) < stale_before)
+        .values(status="failed", finished_at=now, error=error)
+    )
+    return bool(res.rowcount)
+
+
+def job_get(session: Session, job_id: str) -> dict[str, Any] | None:
+    row = session.get(CalibrationJob, job_id)
+    if row is None:
+        return None
+    return {"job_id": row.job_id, "game_id": row.game_id, "status": row.status, "created_at": row.created_at,
+            "finished_at": row.finished_at, "heartbeat_at": row.heartbeat_at, "worker": row.worker,
+            "result": row.result, "error": row.error}
