@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import polars as pl
+import pytest
 from sqlalchemy.orm import Session
 
 from unified_segmentation.storage import repositories as repo
@@ -114,3 +115,86 @@ def test_offsets_bulk_write_and_reload(db_session: Session, game: str) -> None:
     assert json.loads(loaded["offset"][1]) == {"spend_per_day": 1.5}
     assert loaded["offset"][2] is None
     assert repo.load_offsets(db_session, game, 1, player_ids=["a"]).height == 2
+
+
+def test_nulls_unicode_and_exact_floats_round_trip(db_session: Session, game: str) -> None:
+    """The PostgreSQL write is a binary COPY encoded column by column: NULLs in any nullable column,
+    non-ASCII ids, JSON nulls and floats at the edges of the range come back exactly."""
+    values = [0.1, -1e-300, 1.2345678901234567e300, 1.5, 5e-324]
+    frame = pl.DataFrame(
+        {
+            "player_id": ["é-joueur", "玩家", "p'; DROP TABLE x; --", "b", "c"],
+            "axis": ["monetization", "engagement", "monetization", "social", "social"],
+            "segment_id": [1, 3, 2, 5, 6],
+            "is_primary": [True, False, True, True, False],
+            "membership_strength": values,
+            "membership_probability": [None, 0.5, None, 0.25, None],
+            "typicality": [0.5, None, 0.5, None, 0.5],
+            "position_offset": [json.dumps({"spend_per_day": v}) for v in (0.1, -1e-300, 2.5)] + [None, '{"x": null}'],
+            "distance_from_center": [None] * 5,
+            "confidence": values[::-1],
+            "last_updated": [dt.datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)] * 5,
+        },
+        schema_overrides={"distance_from_center": pl.Float64},
+    )
+    assert repo.bulk_write_memberships(db_session, game, 1, frame) == 5
+    loaded = repo.load_memberships(db_session, game, 1).sort("player_id")
+    expected = frame.sort("player_id")
+    for col in ("player_id", "axis", "segment_id", "is_primary", "membership_probability", "typicality",
+                "distance_from_center", "last_updated"):
+        assert loaded[col].to_list() == expected[col].to_list(), col
+    for col in ("membership_strength", "confidence"):  # bit for bit
+        assert loaded[col].to_numpy().tobytes() == expected[col].to_numpy().tobytes(), col
+    decoded = [None if s is None else json.loads(s) for s in loaded["position_offset"]]
+    assert decoded == [None if s is None else json.loads(s) for s in expected["position_offset"]]
+
+
+def test_chunked_binary_copy_keeps_one_layout(db_session: Session, game: str) -> None:
+    """Rows are encoded in chunks; a column with NULLs only in a later chunk keeps the same layout."""
+    from unified_segmentation.storage import _bulk, _pgcopy
+
+    if _bulk.dialect(db_session) != "postgresql":
+        return
+    n = 1_000
+    frame = pl.DataFrame(
+        {
+            "game_id": [game] * n,
+            "player_id": [f"p{i:05d}" for i in range(n)],
+            "taxonomy_version": [7] * n,
+            "axis": ["engagement"] * n,
+            "segment_id": [3] * n,
+            "offset": [None if i > 900 else json.dumps({"sessions_per_day": i / 7}) for i in range(n)],
+            "offset_model": [json.dumps({"sessions_per_day": -i / 3}) for i in range(n)],
+            "typical_exposure_days": [None if i % 400 == 399 else float(i) for i in range(n)],
+            "updated_at": [dt.datetime(2024, 3, 1, 12)] * n,
+        }
+    )
+    db_session.flush()
+    with _bulk.dbapi_cursor(db_session) as cursor:
+        assert _pgcopy.copy_frame_binary(cursor, "player_typical_offsets", frame, rows_per_chunk=300) == n
+    loaded = repo.load_offsets(db_session, game, 7)
+    assert loaded["player_id"].to_list() == frame["player_id"].to_list()
+    assert loaded["typical_exposure_days"].to_list() == frame["typical_exposure_days"].to_list()
+    assert loaded["offset"].null_count() == 99
+    assert json.loads(loaded["offset_model"][999]) == {"sessions_per_day": -999 / 3}
+    assert loaded["updated_at"][0] == dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
+
+
+def test_copy_out_matches_psycopg_iteration(db_session: Session, game: str) -> None:
+    """The fast ``COPY TO`` drain returns exactly what psycopg's row iterator returns, and errors alike."""
+    from unified_segmentation.storage import _bulk, _pgcopy
+
+    if _bulk.dialect(db_session) != "postgresql":
+        return
+    repo.bulk_write_memberships(db_session, game, 1, _memberships([f"p{i}" for i in range(500)]))
+    db_session.flush()
+    statement = "COPY (SELECT * FROM player_segment_memberships WHERE game_id = %s ORDER BY 2, 4) TO STDOUT"
+    with _bulk.dbapi_cursor(db_session) as cursor:
+        fast = _pgcopy.copy_out(cursor, statement, (game,))
+        slow = bytearray()
+        with cursor.copy(statement, (game,)) as copy:
+            for chunk in copy:
+                slow.extend(chunk)
+        assert fast == bytes(slow) and fast.count(b"\n") == 2_000
+        with pytest.raises(Exception, match="division by zero"):
+            _pgcopy.copy_out(cursor, "COPY (SELECT 1 / (count(*) - count(*)) FROM players) TO STDOUT")

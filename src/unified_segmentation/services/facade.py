@@ -37,7 +37,6 @@ from ..pipeline import detection_dict, profile_dict, run_detection, score_profil
 from ..pipeline.anomalies import typical_segments
 from ..pipeline.calibrate import calibrate_frames
 from ..pipeline.data import align, compute_windows, matrix, resolve_as_of
-from ..pipeline.score import primary_offsets
 from ..storage import migrate
 from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
@@ -381,24 +380,70 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             first = repo.players_first_seen(session, game_id)
         return s, tax, as_of_dt, daily, first
 
-    def categorize_all(self, game_id: str, *, as_of=None, chunk: int = 100_000, progress=None) -> dict:
-        """Score every known player, persist memberships and typical offsets in bulk."""
+    def categorize_all(self, game_id: str, *, as_of=None, chunk: int = 25_000, progress=None) -> dict:
+        """Score every known player, persist memberships and typical offsets in bulk.
+
+        Players go in chunks of ``chunk`` (in player order) through a three-stage pipeline: one thread
+        reads the next chunk's daily rows while this one scores the current chunk and builds its rows,
+        and a writer thread replaces the previous chunk's rows (one unit of work per chunk, as before).
+        The database's read and write work and the scoring thus overlap instead of adding up.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         t0 = time.perf_counter()
-        s, tax, as_of_dt, daily, first = self._all_data(
-            game_id, as_of, lambda s: max(s.profile_days, s.current_days + s.typical_days) + 1)
+        with self.Session() as session:
+            s, tax, as_of_dt = self._prepare(session, game_id, as_of)
+            first = repo.players_first_seen(session, game_id)
+        end = _local_date(as_of_dt, s.timezone)
+        start = end - timedelta(days=max(s.profile_days, s.current_days + s.typical_days) + 1)
         ids = first["player_id"].to_list()
+        parts = [ids[i:i + chunk] for i in range(0, len(ids), max(int(chunk), 1))]
+        timings = {"read_s": 0.0, "score_s": 0.0, "rows_s": 0.0, "write_s": 0.0}
+
+        def read(part: list[str]) -> pl.DataFrame:
+            t = time.perf_counter()
+            with self.Session() as session:
+                daily = repo.load_daily(session, game_id, start=start, end=end, player_ids=part)
+            timings["read_s"] += time.perf_counter() - t
+            return daily
+
+        def write(frame: pl.DataFrame, offsets: pl.DataFrame) -> int:
+            t = time.perf_counter()
+            with self._uow() as session:
+                repo.bulk_write_memberships(session, game_id, tax.taxonomy_version, frame)
+                repo.bulk_write_offsets(session, game_id, tax.taxonomy_version, offsets)
+            timings["write_s"] += time.perf_counter() - t
+            return frame.height + offsets.height
+
         rows = 0
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
-            sub = daily.filter(pl.col("player_id").is_in(part))
-            fpart = first.filter(pl.col("player_id").is_in(part))
-            ps = score_profiles(tax, sub, as_of_dt, first=fpart)
-            rows += self._persist_memberships(game_id, tax, ps, daily=sub, first=fpart, as_of_dt=as_of_dt)
-            if progress:
-                progress(len(part))
+        with ThreadPoolExecutor(1, thread_name_prefix="useg-read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="useg-write") as writer:
+            pending_read = reader.submit(read, parts[0]) if parts else None
+            pending_write = None
+            for i, part in enumerate(parts):
+                sub = pending_read.result()
+                pending_read = reader.submit(read, parts[i + 1]) if i + 1 < len(parts) else None
+                t = time.perf_counter()
+                fpart = first.filter(pl.col("player_id").is_in(pl.Series(part, dtype=pl.String).implode()))
+                ps = score_profiles(tax, sub, as_of_dt, first=fpart)
+                t1 = time.perf_counter()
+                frame = membership_rows(tax, ps)
+                offsets = typical_offset_rows(tax, sub, fpart, as_of_dt)
+                timings["score_s"] += t1 - t
+                timings["rows_s"] += time.perf_counter() - t1
+                if pending_write is not None:
+                    rows += pending_write.result()
+                    if progress:
+                        progress(len(parts[i - 1]))
+                pending_write = writer.submit(write, frame, offsets)
+            if pending_write is not None:
+                rows += pending_write.result()
+                if progress:
+                    progress(len(parts[-1]))
         dt_s = time.perf_counter() - t0
         return {"game_id": game_id, "taxonomy_version": tax.taxonomy_version, "players": len(ids),
-                "rows_written": rows, "seconds": dt_s, "players_per_s": len(ids) / dt_s if dt_s else None}
+                "rows_written": rows, "seconds": dt_s, "players_per_s": len(ids) / dt_s if dt_s else None,
+                "timings": {k: round(v, 3) for k, v in timings.items()}}
 
     def _persist_memberships(self, game_id, tax, ps, *, daily=None, first=None, as_of_dt=None) -> int:
         frame = membership_rows(tax, ps)
@@ -630,32 +675,43 @@ def _compact(tax, ps, i: int) -> dict:
             "confidence": float(ps.confidence[i]), "taxonomy_version": tax.taxonomy_version}
 
 
+def _json_objects(metrics: list[str], values: np.ndarray) -> pl.Series:
+    """JSON text ``{metric: value}`` per row of ``values`` (n, len(metrics)), built columnar by Polars
+    (shortest round-trip floats; NaN/inf as ``null``, as ``json_dumps`` writes them)."""
+    cols = {f"c{j}": values[:, j] for j in range(len(metrics))}
+    frame = pl.DataFrame(cols, schema=dict.fromkeys(cols, pl.Float64))
+    fields = [pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(m) for c, m in zip(cols, metrics, strict=True)]
+    return frame.select(pl.struct(fields).struct.json_encode()).to_series()
+
+
 def membership_rows(tax: GameBehavioralTaxonomy, ps) -> pl.DataFrame:
-    """Rows for ``player_segment_memberships``: each axis's primary and every segment with strength ≥ 0.01."""
+    """Rows for ``player_segment_memberships``: each axis's primary and every segment with strength ≥ 0.01.
+
+    Built column by column (no Python object per row); ``position_offset`` is JSON text.
+    """
     parts = []
     n = len(ps.player_ids)
-    pid = np.asarray(ps.player_ids, dtype=object)
+    pid = pl.Series("player_id", ps.player_ids, dtype=pl.String)
     now = datetime.now(UTC)
     for a in ps.axes:
         ks = a.scores
         k = ks.strength.shape[1]
-        off_model, off_metric = primary_offsets(tax, ps, a)
-        seg_ids = np.array([s.segment_id for s in a.axis.segments])
+        seg_ids = np.array([s.segment_id for s in a.axis.segments], dtype=np.int64)
         centers_metric = np.stack([s.center_metric for s in a.axis.segments])
         is_primary = np.zeros((n, k), dtype=bool)
         is_primary[np.arange(n), ks.primary] = True
         keep = is_primary | (ks.strength >= 0.01)
         rr, ss = np.nonzero(keep)
-        offsets = ps.X[rr][:, a.cols] - centers_metric[ss]
-        metrics = a.axis.metrics
+        offsets = ps.X[:, a.cols][rr] - centers_metric[ss]
         parts.append(pl.DataFrame({
-            "player_id": pid[rr], "taxonomy_version": tax.taxonomy_version, "segment_id": seg_ids[ss],
-            "axis": a.axis.axis_id, "is_primary": is_primary[rr, ss],
+            "player_id": pid.gather(rr), "segment_id": seg_ids[ss],
+            "axis": pl.Series([a.axis.axis_id], dtype=pl.String).gather(np.zeros(len(rr), dtype=np.int64)),
+            "is_primary": is_primary[rr, ss],
             "membership_strength": ks.strength[rr, ss], "membership_probability": ks.probability[rr, ss],
             "typicality": ks.typicality[rr, ss], "distance_from_center": np.sqrt(ks.dist_sq[rr, ss]),
-            "position_offset": [dict(zip(metrics, row.tolist(), strict=True)) for row in offsets],
-            "confidence": a.confidence[rr], "last_updated": now,
-        }, strict=False))
+            "position_offset": _json_objects(a.axis.metrics, offsets),
+            "confidence": a.confidence[rr],
+        }).with_columns(pl.lit(now).dt.cast_time_unit("us").alias("last_updated")))
     if not parts:
         return pl.DataFrame()
     return pl.concat(parts, how="vertical_relaxed")
@@ -663,15 +719,15 @@ def membership_rows(tax: GameBehavioralTaxonomy, ps) -> pl.DataFrame:
 
 def typical_offset_rows(tax: GameBehavioralTaxonomy, daily: pl.DataFrame, first: pl.DataFrame,
                         as_of_dt: datetime) -> pl.DataFrame:
-    """Rows for ``player_typical_offsets``: x_typ − μ_s* per axis, model space and metric units."""
+    """Rows for ``player_typical_offsets``: x_typ − μ_s* per axis, model space and metric units (JSON text)."""
     s = GameSettings.from_dict(tax.settings)
     frames = compute_windows(daily, as_of_dt, s, custom_types=tax.custom_types, first=first,
                              which=("typical",))
     typ = frames["typical"]
     segs = typical_segments(tax, typ)
     X = matrix(typ, tax.scaler.metrics)
-    pid = typ["player_id"].to_list()
-    e = typ["exposure_days"].to_numpy()
+    pid = typ["player_id"].cast(pl.String)
+    e = typ["exposure_days"].cast(pl.Float64)
     now = datetime.now(UTC)
     parts = []
     for axis in tax.active_axes:
@@ -680,14 +736,14 @@ def typical_offset_rows(tax: GameBehavioralTaxonomy, daily: pl.DataFrame, first:
         off_model = Zt - kern.centers_[seg]
         centers_metric = np.stack([sg.center_metric for sg in axis.segments])[seg]
         off_metric = X[:, cols] - centers_metric
-        seg_ids = np.array([sg.segment_id for sg in axis.segments])[seg]
+        seg_ids = np.array([sg.segment_id for sg in axis.segments], dtype=np.int64)[seg]
         parts.append(pl.DataFrame({
-            "player_id": pid, "taxonomy_version": tax.taxonomy_version, "axis": axis.axis_id,
+            "player_id": pid, "axis": pl.Series([axis.axis_id], dtype=pl.String).gather(np.zeros(len(pid), np.int64)),
             "segment_id": seg_ids,
-            "offset": [dict(zip(axis.metrics, r.tolist(), strict=True)) for r in off_metric],
-            "offset_model": [dict(zip(axis.metrics, r.tolist(), strict=True)) for r in off_model],
-            "typical_exposure_days": e, "updated_at": now,
-        }, strict=False))
+            "offset": _json_objects(axis.metrics, off_metric),
+            "offset_model": _json_objects(axis.metrics, off_model),
+            "typical_exposure_days": e,
+        }).with_columns(pl.lit(now).dt.cast_time_unit("us").alias("updated_at")))
     return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame()
 
 

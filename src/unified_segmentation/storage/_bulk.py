@@ -10,7 +10,6 @@ Nothing here commits. All helpers use the connection of the caller's session.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -199,12 +198,11 @@ def drop_temp(session: Session, name: str) -> None:
 
 
 def pg_copy_out(cursor: Any, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> bytes:
-    """``COPY (query) TO STDOUT`` as CSV bytes (parameters bound client-side)."""
-    buf = io.BytesIO()
-    with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
-        for chunk in copy:
-            buf.write(chunk)
-    return buf.getvalue()
+    """``COPY (query) TO STDOUT`` as CSV bytes (parameters bound client-side), drained without a
+    Python generator per row (:func:`._pgcopy.copy_out`)."""
+    from ._pgcopy import copy_out
+
+    return copy_out(cursor, f"COPY ({query}) TO STDOUT (FORMAT csv)", params)
 
 
 def read_query(

@@ -1,9 +1,9 @@
 """Player segment memberships and typical offsets, written and read in bulk.
 
 A write replaces, for one taxonomy version, all stored rows of the players present in the frame:
-their rows are deleted and the new ones appended with ``COPY`` (PostgreSQL) or one
-``executemany`` (SQLite), under a lock per (game, version) so concurrent writers of the same
-players queue instead of colliding.
+their rows are deleted and the new ones appended, in primary-key order, with a binary ``COPY``
+encoded column by column (PostgreSQL, :mod:`.._pgcopy`) or one ``executemany`` (SQLite), under a
+lock per (game, version) so concurrent writers of the same players queue instead of colliding.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import polars as pl
 from sqlalchemy.orm import Session
 
-from .. import _bulk
+from .. import _bulk, _pgcopy
 from ..models import PlayerSegmentMembership, PlayerTypicalOffset, utcnow
 
 __all__ = [
@@ -100,9 +100,17 @@ def _replace_rows(
             f"DELETE FROM {table} WHERE game_id = {p} AND taxonomy_version = {p} AND {cond}",
             (game_id, version, value),
         )
-    rows = frame.select(pl.lit(game_id).alias("game_id"), pl.lit(version).alias("taxonomy_version"), pl.all())
+    rows = frame.select(
+        pl.lit(game_id, dtype=pl.String).alias("game_id"),
+        pl.lit(version, dtype=pl.Int64).alias("taxonomy_version"),
+        pl.all(),
+    )
     # Primary-key order: one ordered pass over the index instead of random inserts.
-    return _bulk.insert_frame(session, table, rows.sort(list(order)))
+    rows = rows.sort(list(order))
+    if kind == "postgresql":
+        with _bulk.dbapi_cursor(session) as cursor:
+            return _pgcopy.copy_frame_binary(cursor, table, rows)
+    return _bulk.insert_frame(session, table, rows)
 
 
 def bulk_write_memberships(session: Session, game_id: str, version: int, frame: pl.DataFrame) -> int:
