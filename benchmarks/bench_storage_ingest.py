@@ -8,12 +8,16 @@ For PostgreSQL and SQLite, in the same run on the same rows:
 * **ingest**: ``repositories.insert_events`` (dedup against stored keys, new rows only) + a simple
   Polars group-by of the new rows into Daily rows + ``repositories.upsert_daily(mode="add")``
   (which also maintains ``players``), committed in one unit of work;
-* **re-ingest**: the same events again (all duplicates: nothing written, daily totals unchanged).
+* **re-ingest**: the same events again (all duplicates: nothing written, daily totals unchanged);
+* **file** (what ``useg ingest events FILE`` does): the same events written to a Parquet file, read with
+  ``ingest.read_events`` (validation included) and stored with ``Services.ingest_events`` (dedup, the
+  product's own roll-up ``events_to_daily``, players, game metadata, one transaction), into a second game
+  of the same database; then the same file again (all duplicates).
 
 Prints one JSON document. Usage::
 
     python benchmarks/bench_storage_ingest.py [--events 1000000] [--players 50000] [--days 7]
-        [--postgres-admin-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--no-sqlite]
+        [--postgres-admin-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--no-sqlite] [--no-file]
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ import polars as pl
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from unified_segmentation.ingest import read_events
+from unified_segmentation.services.facade import Services
 from unified_segmentation.storage import repositories as repo
 from unified_segmentation.storage._bulk import encode_for, pg_copy_in
 from unified_segmentation.storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from unified_segmentation.storage.migrate import upgrade
 
 GAME = "bench_game"
+FILE_GAME = "bench_game_file"
 START = dt.datetime(2024, 3, 4, tzinfo=dt.UTC)
 
 
@@ -164,6 +171,21 @@ def ingest(sessions: Any, events: pl.DataFrame) -> dict[str, float]:
     return times
 
 
+def ingest_file(url: str, path: Path) -> dict[str, float]:
+    """``useg ingest events FILE``'s path: read and validate the file, then ``Services.ingest_events``."""
+    services = Services(url)
+    try:
+        started = time.perf_counter()
+        events = read_events(path, timezone="UTC")
+        read_s = time.perf_counter() - started
+        answer = services.ingest_events(FILE_GAME, events)
+        total_s = time.perf_counter() - started
+    finally:
+        services.close()
+    return {"read_s": read_s, "store_s": total_s - read_s, "total_s": total_s, "inserted": answer["inserted"],
+            "duplicates": answer["duplicates"]}
+
+
 def _settle(engine: Any) -> None:
     """Start each timed phase from the same state (PostgreSQL: flush dirty buffers first)."""
     if engine.dialect.name == "postgresql":
@@ -171,7 +193,7 @@ def _settle(engine: Any) -> None:
             conn.execute(text("CHECKPOINT"))
 
 
-def run_backend(url: str, events: pl.DataFrame) -> dict[str, Any]:
+def run_backend(url: str, events: pl.DataFrame, parquet: Path | None = None) -> dict[str, Any]:
     upgrade(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
@@ -189,11 +211,22 @@ def run_backend(url: str, events: pl.DataFrame) -> dict[str, Any]:
         with unit_of_work(sessions) as session:
             totals_after = repo.load_daily(session, GAME).select(pl.col("sessions", "spend").sum()).row(0)
             stored = repo.count_events(session, GAME)
+        file_runs = None
+        if parquet is not None:
+            _settle(engine)
+            file_first = ingest_file(url, parquet)
+            _settle(engine)
+            file_again = ingest_file(url, parquet)
+            with unit_of_work(sessions) as session:
+                file_totals = repo.load_daily(session, FILE_GAME).select(pl.col("sessions", "spend").sum()).row(0)
+                file_stored = repo.count_events(session, FILE_GAME)
+            assert file_first["inserted"] == n and file_again["inserted"] == 0 and file_stored == n
+            file_runs = (file_first, file_again, file_totals)
     finally:
         engine.dispose()
     assert first["inserted"] == n and again["inserted"] == 0 and stored == n
     assert totals_before == totals_after
-    return {
+    out = {
         "baseline_bulk_load_s": round(base_s, 3),
         "baseline_events_per_s": round(n / base_s),
         "ingest_s": round(first["total_s"], 3),
@@ -208,6 +241,22 @@ def run_backend(url: str, events: pl.DataFrame) -> dict[str, Any]:
         "reingest_duplicates": again["duplicates"],
         "daily_totals_unchanged_by_reingest": totals_before == totals_after,
     }
+    if file_runs is not None:
+        file_first, file_again, file_totals = file_runs
+        out["file"] = {
+            "file_to_db_s": round(file_first["total_s"], 3),
+            "file_to_db_events_per_s": round(n / file_first["total_s"]),
+            "file_to_db_vs_baseline": round(base_s / file_first["total_s"], 3),
+            "read_s": round(file_first["read_s"], 3),
+            "store_s": round(file_first["store_s"], 3),
+            "store_events_per_s": round(n / file_first["store_s"]),
+            "store_vs_baseline": round(base_s / file_first["store_s"], 3),
+            "reingest_s": round(file_again["total_s"], 3),
+            "reingest_events_per_s": round(n / file_again["total_s"]),
+            "reingest_duplicates": file_again["duplicates"],
+            "sessions_total_equals_repository_phase": file_totals[0] == totals_before[0],
+        }
+    return out
 
 
 def main() -> None:
@@ -223,6 +272,7 @@ def main() -> None:
     )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--no-file", action="store_true", help="skip the file -> Services.ingest_events phase")
     args = parser.parse_args()
 
     t = time.perf_counter()
@@ -236,6 +286,11 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
+    workdir = tempfile.TemporaryDirectory(prefix="useg-bench-ingest-")
+    parquet = None
+    if not args.no_file:
+        parquet = Path(workdir.name) / "events.parquet"
+        events.write_parquet(parquet)
     if not args.no_postgres and args.postgres_admin_url != "skip":
         admin_url = normalize_url(args.postgres_admin_url)
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -244,14 +299,15 @@ def main() -> None:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-            out["postgresql"] = run_backend(url, events)
+            out["postgresql"] = run_backend(url, events, parquet)
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
     if not args.no_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            out["sqlite"] = run_backend(f"sqlite:///{Path(tmp) / 'bench.db'}", events)
+            out["sqlite"] = run_backend(f"sqlite:///{Path(tmp) / 'bench.db'}", events, parquet)
+    workdir.cleanup()
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out, indent=2))
 

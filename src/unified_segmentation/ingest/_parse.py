@@ -122,7 +122,10 @@ def _iso_fast(text: pl.Series, timezone: str) -> tuple[pl.Series, pl.Series]:
         fast = text.str.to_datetime(strict=False, time_unit="us")
     except pl.exceptions.PolarsError:
         return _iso(text, timezone)
-    fast = fast.dt.convert_time_zone("UTC") if fast.dtype.time_zone else localize(fast, timezone)
+    if fast.dtype.time_zone is None:
+        fast = localize(fast, timezone)
+    elif fast.dtype.time_zone != "UTC":
+        fast = fast.dt.convert_time_zone("UTC")
     rest = present & fast.is_null()
     if not rest.any():
         return fast, present
@@ -152,9 +155,14 @@ def parse_timestamps(values: pl.Series, *, timezone: str, epoch_unit: str = "s")
     elif dtype.is_numeric():
         parsed, errors = _epoch(values.cast(pl.Float64), epoch_unit)
     elif dtype == pl.String:
-        stripped = values.str.strip_chars()
-        text = pl.select(pl.when(pl.lit(stripped) == "").then(None).otherwise(pl.lit(stripped))).to_series()
-        numeric = text.str.contains(_NUMBER).fill_null(False)
+        pre = (
+            pl.LazyFrame({"v": values})
+            .select(pl.col("v").str.strip_chars().alias("stripped"))
+            .with_columns(pl.when(pl.col("stripped") == "").then(None).otherwise("stripped").alias("text"))
+            .with_columns(pl.col("text").str.contains(_NUMBER).fill_null(False).alias("numeric"))
+            .collect()
+        )
+        text, numeric = pre["text"], pre["numeric"]
         n_numeric = int(numeric.sum())
         if n_numeric == 0:  # only text (the usual case): no epoch pass
             epoch_ts = pl.Series("ts", [None] * n, dtype=_UTC)
@@ -169,29 +177,32 @@ def parse_timestamps(values: pl.Series, *, timezone: str, epoch_unit: str = "s")
         else:
             iso_text = text if n_numeric == 0 else pl.select(pl.when(~pl.lit(numeric)).then(pl.lit(text))).to_series()
             iso_ts, iso_ok = _iso_fast(iso_text, timezone)
-        frame = pl.DataFrame(
-            {"text": text, "numeric": numeric, "e_ts": epoch_ts, "e_err": epoch_err, "i_ts": iso_ts, "i_ok": iso_ok}
-        )
-        out = frame.select(
-            pl.when("numeric").then("e_ts").otherwise("i_ts").alias("ts"),
+        frame = pl.LazyFrame(
+            {"text": text, "numeric": numeric, "e_ts": epoch_ts, "e_err": epoch_err, "i_ts": iso_ts, "i_ok": iso_ok,
+             "missing": values.is_null() | (pre["stripped"] == "").fill_null(True)}
+        ).select(
+            pl.when("numeric").then("e_ts").otherwise("i_ts").cast(_UTC).alias("ts"),
             pl.when(pl.col("text").is_null()).then(None)
             .when("numeric").then("e_err")
             .when(~pl.col("i_ok")).then(pl.lit("unparseable timestamp: use ISO-8601 or epoch seconds"))
-            .otherwise(None).alias("error"),
+            .otherwise(None).cast(pl.String).alias("error"),
+            "missing",
         )
-        parsed, errors = out["ts"], out["error"]
+        return _finish_timestamps(frame)
     else:
         parsed = pl.Series("ts", [None] * n, dtype=_UTC)
         errors = pl.Series("error", [f"unsupported timestamp type {dtype}"] * n, dtype=pl.String)
         errors = pl.select(pl.when(pl.lit(values).is_null()).then(None).otherwise(pl.lit(errors))).to_series()
-    missing = values.is_null()
-    if dtype == pl.String:
-        missing = missing | (stripped == "").fill_null(True)
-    frame = pl.DataFrame({"ts": parsed.cast(_UTC), "error": errors.cast(pl.String), "missing": missing})
+    frame = pl.LazyFrame({"ts": parsed.cast(_UTC), "error": errors.cast(pl.String), "missing": values.is_null()})
+    return _finish_timestamps(frame)
+
+
+def _finish_timestamps(frame: pl.LazyFrame) -> tuple[pl.Series, pl.Series]:
+    """``ts, error, missing`` -> (timestamp, error): empty values and times after 2100 are errors, and a
+    row with an error has no timestamp."""
     late = pl.col("ts").dt.replace_time_zone(None).cast(pl.Int64) >= MAX_US
     out = (
-        frame.lazy()
-        .with_columns(
+        frame.with_columns(
             pl.when("missing").then(pl.lit("timestamp is empty"))
             .when(late & pl.col("error").is_null()).then(pl.lit("timestamp after 2100"))
             .otherwise("error").alias("error")
@@ -240,12 +251,19 @@ def parse_ids(values: pl.Series, *, field: str, lower: bool = False) -> tuple[pl
         finite = values.drop_nulls()
         if finite.len() and bool((finite == finite.round(0)).all()) and bool(finite.is_finite().all()):
             values = values.cast(pl.Int64)
-    text = values.cast(pl.String, strict=False).str.strip_chars()
+    text = pl.col(field).cast(pl.String, strict=False).str.strip_chars()
     if lower:
         text = text.str.to_lowercase()
-    empty = text.is_null() | (text == "")
-    errors = pl.select(pl.when(pl.lit(empty)).then(pl.lit(f"{field} is empty"))).to_series().cast(pl.String)
-    return text.alias(field), errors
+    out = (
+        pl.LazyFrame({field: values})
+        .select(text.alias(field))
+        .with_columns(
+            pl.when(pl.col(field).is_null() | (pl.col(field) == ""))
+            .then(pl.lit(f"{field} is empty")).cast(pl.String).alias("error")
+        )
+        .collect()
+    )
+    return out[field], out["error"]
 
 
 def parse_properties(values: pl.Series) -> tuple[pl.Series, pl.Series]:

@@ -194,14 +194,14 @@ def _assign_ids(frame: pl.DataFrame, *, allow_duplicates: bool) -> pl.DataFrame:
     if derived_mask.any():
         derived = derive_event_ids(frame.filter(derived_mask))
         frame = frame.with_columns(frame["event_id"].scatter(derived_mask.arg_true(), derived).alias("event_id"))
-    frame = frame.with_columns(pl.lit(derived_mask).alias(_DERIVED))
-    if allow_duplicates:
+    lazy = frame.lazy()
+    if allow_duplicates and derived_mask.any():
         occurrence = pl.int_range(pl.len()).over("event_id")
-        frame = frame.with_columns(
+        lazy = lazy.with_columns(pl.lit(derived_mask).alias(_DERIVED)).with_columns(
             pl.when(pl.col(_DERIVED) & (occurrence > 0))
             .then(pl.concat_str(pl.col("event_id"), pl.lit(":"), (occurrence + 1).cast(pl.String)))
             .otherwise(pl.col("event_id"))
             .alias("event_id")
         )
-    frame = frame.unique(subset="event_id", keep="first", maintain_order=True)
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in EVENTS_SCHEMA.items()])
+    lazy = lazy.unique(subset="event_id", keep="first", maintain_order=True)
+    return lazy.select([pl.col(name).cast(dtype) for name, dtype in EVENTS_SCHEMA.items()]).collect()

@@ -72,13 +72,21 @@ def _daily_rows(game_id: str, daily: pl.DataFrame, source: str, mode: str) -> pl
             values.append(pl.col(c).cast(pl.Float64))
         else:
             values.append(pl.lit(None if c in DAILY_NULLABLE else 0.0, dtype=pl.Float64).alias(c))
-    frame = daily.select(
-        pl.col("player_id").cast(pl.String),
-        pl.col("date").cast(pl.Date),
-        *values,
-        *[pl.col(c).cast(pl.Float64) for c in ev_cols],
-    ).with_columns(pl.col(c).fill_null(0.0) for c in DAILY_COLUMNS if c not in DAILY_NULLABLE)
-    if frame.select(pl.struct("player_id", "date").n_unique()).item() < frame.height:
+    frame = (
+        daily.lazy()
+        .select(
+            pl.col("player_id").cast(pl.String),
+            pl.col("date").cast(pl.Date),
+            *values,
+            *[pl.col(c).cast(pl.Float64) for c in ev_cols],
+        )
+        .with_columns(pl.col(c).fill_null(0.0) for c in DAILY_COLUMNS if c not in DAILY_NULLABLE)
+        .with_columns(pl.struct("player_id", "date").is_duplicated().any().alias("__repeated"))
+        .collect()
+    )
+    repeated = frame.height > 0 and bool(frame["__repeated"][0])
+    frame = frame.drop("__repeated")
+    if repeated:
         if mode == "add":
             frame = frame.group_by("player_id", "date", maintain_order=True).agg(
                 *[
@@ -161,10 +169,14 @@ def upsert_daily(
         where = None
     _bulk.upsert_frame(session, "daily_activity", frame, ("game_id", "player_id", "date"), sets, where)
     if update_players:
-        seen = frame.group_by("player_id").agg(
-            pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen")
+        seen = (
+            frame.lazy()
+            .group_by("player_id", maintain_order=True)
+            .agg(pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen"))
+            .select(pl.lit(game_id).alias("game_id"), "player_id", "first_seen", "last_seen")
+            .collect()
         )
-        upsert_players(session, game_id, seen)
+        _upsert_player_rows(session, game_id, seen)
     return frame.height
 
 
@@ -231,12 +243,13 @@ def upsert_players(session: Session, game_id: str, players: pl.DataFrame) -> int
     ``first_seen``, ``last_seen``; a ``date`` column may stand for both)."""
     if players.height == 0:
         return 0
+    lazy = players.lazy()
     if "first_seen" not in players.columns:
-        players = players.group_by("player_id").agg(
+        lazy = lazy.group_by("player_id").agg(
             pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen")
         )
     frame = (
-        players.select(
+        lazy.select(
             pl.col("player_id").cast(pl.String),
             pl.col("first_seen").cast(pl.Date),
             pl.col("last_seen").cast(pl.Date),
@@ -244,7 +257,13 @@ def upsert_players(session: Session, game_id: str, players: pl.DataFrame) -> int
         .group_by("player_id", maintain_order=True)
         .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
         .select(pl.lit(game_id).alias("game_id"), "player_id", "first_seen", "last_seen")
+        .collect()
     )
+    return _upsert_player_rows(session, game_id, frame)
+
+
+def _upsert_player_rows(session: Session, game_id: str, frame: pl.DataFrame) -> int:
+    """``game_id, player_id, first_seen, last_seen`` rows, one per player, into ``players``."""
     kind = _bulk.dialect(session)
     least, greatest = ("LEAST", "GREATEST") if kind == "postgresql" else ("min", "max")
     sets = [

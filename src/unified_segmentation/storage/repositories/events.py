@@ -70,6 +70,10 @@ def ingest_lock(session: Session, game_id: str) -> None:
 
 
 def _canonical(events: pl.DataFrame) -> pl.DataFrame:
+    return events.select(_canonical_exprs(events))
+
+
+def _canonical_exprs(events: pl.DataFrame) -> list[pl.Expr]:
     missing = [c for c in ("event_id", "player_id", "event_type", "timestamp") if c not in events.columns]
     if missing:
         raise ValueError(f"events frame lacks column(s) {missing}")
@@ -92,7 +96,7 @@ def _canonical(events: pl.DataFrame) -> pl.DataFrame:
             exprs.append(_bulk.json_text(events, name).alias(name))
         else:
             exprs.append(pl.col(name).cast(dtype))
-    return events.select(exprs)
+    return exprs
 
 
 def _seen_event_ids(session: Session, game_id: str, event_ids: pl.Series) -> pl.Series:
@@ -146,7 +150,7 @@ def _pg_insert_returning(session: Session, game_id: str, frame: pl.DataFrame, st
         "WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.game_id = %s AND k.event_id = t.event_id) "
         "ORDER BY t.event_id ON CONFLICT (game_id, event_id) DO NOTHING RETURNING event_id"
     )
-    rows = _bulk.pg_json_rows(frame.rename({"timestamp": "ts"}).select(columns))
+    rows = _bulk.pg_json_rows(frame.lazy().rename({"timestamp": "ts"}).select(columns))
     with _bulk.dbapi_cursor(session) as cursor:
         cursor.execute(query, (game_id, stamp, rows, game_id))
         ids = [r[0] for r in cursor.fetchall()]
@@ -162,11 +166,11 @@ def insert_events(
     ``value``, ``properties`` optional; a naive ``timestamp`` is taken as UTC). A key repeated inside
     the frame counts once (the first row wins). Never commits; takes the game's ingestion lock.
     """
-    frame = _canonical(events)
-    total = frame.height
+    exprs = _canonical_exprs(events)
+    total = events.height
     if total == 0:
-        return InsertedEvents(0, 0, frame)
-    frame = frame.unique("event_id", keep="first", maintain_order=True)
+        return InsertedEvents(0, 0, events.select(exprs))
+    frame = events.lazy().select(exprs).unique("event_id", keep="first", maintain_order=True).collect()
     session.flush()
     ingest_lock(session, game_id)
     stamp = _bulk.as_utc(ingested_at or utcnow())
@@ -177,18 +181,23 @@ def insert_events(
     seen = _seen_event_ids(session, game_id, frame["event_id"])
     new = frame.filter(~pl.col("event_id").is_in(seen.implode())) if len(seen) else frame
     if new.height:
-        rows = new.select(
-            pl.lit(game_id).alias("game_id"),
-            "event_id",
-            "player_id",
-            "event_type",
-            pl.col("timestamp").alias("ts"),
-            "value",
-            "properties",
-            pl.lit(stamp).dt.convert_time_zone("UTC").alias("ingested_at"),
+        rows = (
+            new.lazy()
+            .select(
+                pl.lit(game_id).alias("game_id"),
+                "event_id",
+                "player_id",
+                "event_type",
+                pl.col("timestamp").alias("ts"),
+                "value",
+                "properties",
+                pl.lit(stamp).dt.convert_time_zone("UTC").alias("ingested_at"),
+            )
+            # Key order makes the primary-key index inserts one ordered pass (~30 % faster at 1M rows).
+            .sort("event_id")
+            .collect()
         )
-        # Key order makes the primary-key index inserts one ordered pass (~30 % faster at 1M rows).
-        _bulk.insert_frame(session, RawEvent.__table__, rows.sort("event_id"))
+        _bulk.insert_frame(session, RawEvent.__table__, rows)
     return InsertedEvents(new.height, total - new.height, new)
 
 
