@@ -9,13 +9,15 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Body, FastAPI
 from pydantic import TypeAdapter, ValidationError
 
 from unified_segmentation import errors as domain
+from unified_segmentation.api.auth import AdminKey, ReadKey
 from unified_segmentation.api.errors import field_path
 from unified_segmentation.api.jobs import CalibrationJobs
 from unified_segmentation.api.logs import auth_banner, masked_url
+from unified_segmentation.api.responses import render
 from unified_segmentation.api.schemas import Timestamp
 from unified_segmentation.api.server import settings_environment
 from unified_segmentation.config import Settings
@@ -302,3 +304,71 @@ def test_settings_travel_to_workers_through_the_environment(monkeypatch):
     again = Settings.load()
     assert again.url == s.url and again.host == "0.0.0.0" and again.port == 9000 and again.workers == 2
     assert again.auth_required and again.cors_list == ["https://a", "https://b"] and again.log_json is False
+
+
+# ---------------------------------------------------------------------------------------------- idempotency
+class _MemoryIdempotency:
+    """The claim / settle contract of ``services.ops`` in memory (the database versions are tested in
+    test_api_idempotency.py); enough to drive the middleware without a database."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], dict] = {}
+
+    def idempotency_claim(self, key, game_id, record, *, ttl_s, stale_s):
+        stored = self.records.get((key, game_id))
+        if stored is None:
+            self.records[(key, game_id)] = record
+            return "new", None
+        if stored["request_hash"] != record["request_hash"]:
+            return "mismatch", stored
+        return ("replay" if stored["state"] == "done" else "in_progress"), stored
+
+    def idempotency_settle(self, key, game_id, claim, record):
+        if self.records.get((key, game_id), {}).get("claim") != claim:
+            return False
+        if record is None:
+            del self.records[(key, game_id)]
+        else:
+            self.records[(key, game_id)] = record
+        return True
+
+
+def test_idempotency_middleware_replays_4xx_and_forgets_5xx(make_client, fake_services):
+    store = _MemoryIdempotency()
+    fake_services.idempotency_claim = store.idempotency_claim  # type: ignore[attr-defined]
+    fake_services.idempotency_settle = store.idempotency_settle  # type: ignore[attr-defined]
+    client = make_client(services=fake_services)
+    runs: list[int] = []
+
+    def write(key: AdminKey, status: int = Body(embed=True)):
+        runs.append(status)
+        if status == 599:
+            raise RuntimeError("boom")
+        return render({"run": len(runs), "status": status}, status, headers={"Location": f"/things/{len(runs)}"})
+
+    def read(key: ReadKey, status: int = Body(embed=True)):
+        runs.append(status)
+        return render({"run": len(runs)})
+
+    client.app.add_api_route("/_test/write", write, methods=["POST"])
+    client.app.add_api_route("/_test/read", read, methods=["POST"])
+    key = {"Idempotency-Key": "k1"}
+
+    first = client.post("/_test/write", json={"status": 409}, headers=key)
+    again = client.post("/_test/write", json={"status": 409}, headers=key)
+    assert first.status_code == again.status_code == 409 and again.content == first.content
+    assert again.headers["location"] == "/things/1" and again.headers["idempotent-replayed"] == "true"
+    assert runs == [409]
+    reused = client.post("/_test/write", json={"status": 200}, headers=key)
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused" and runs == [409]
+
+    for status in (503, 599):  # a server error (answered or raised) is not remembered: the retry runs
+        k = {"Idempotency-Key": f"k{status}"}
+        assert client.post("/_test/write", json={"status": status}, headers=k).status_code in (503, 500)
+        assert client.post("/_test/write", json={"status": 201}, headers=k).status_code == 201
+    assert runs == [409, 503, 201, 599, 201]
+    assert client.post("/_test/write", json={"status": 200}, headers={"Idempotency-Key": "bad key"}).status_code == 422
+
+    for _ in range(2):  # read scope: the header is ignored
+        client.post("/_test/read", json={"status": 200}, headers={"Idempotency-Key": "r"})
+    assert runs[-2:] == [200, 200] and len(store.records) == 3  # k1, k503, k599: nothing for the reads

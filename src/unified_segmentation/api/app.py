@@ -39,7 +39,11 @@ DESCRIPTION = """Per-game behavioural taxonomies, fuzzy memberships, per-player 
 migration path from legacy segmentation systems.
 
 Errors are `{"error": code, "detail": text}`. API keys (`Authorization: Bearer <key>` or `X-API-Key`) are
-required when the server binds beyond loopback or `USEG_AUTH=required`; scopes admin ⊇ write ⊇ read."""
+required when the server binds beyond loopback or `USEG_AUTH=required`; scopes admin ⊇ write ⊇ read.
+
+Write routes (write / admin scope) accept `Idempotency-Key`: a retry with the same body replays the first
+answer byte for byte (`Idempotent-Replayed: true`); the same key with another body answers 422
+`idempotency_key_reused`, a duplicate while the first runs 409 `idempotency_in_progress`."""
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:

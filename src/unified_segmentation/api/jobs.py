@@ -90,10 +90,12 @@ class Job:
 
 @dataclass
 class StoredJob:
-    """A job as the database knows it (started by any worker)."""
+    """A job as the database knows it (started by any worker); :meth:`to_dict` reads the result's taxonomy
+    once, so call it off the event loop (``CalibrationJobs.get`` does)."""
 
     row: dict[str, Any]
     store: JobStore
+    _answer: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> str:
@@ -108,6 +110,11 @@ class StoredJob:
         return self.row["status"]
 
     def to_dict(self) -> dict[str, Any]:
+        if self._answer is None:
+            self._answer = self._build()
+        return self._answer
+
+    def _build(self) -> dict[str, Any]:
         row = self.row
         out: dict[str, Any] = {"job_id": row["job_id"], "game_id": row["game_id"], "status": row["status"],
                                "created_at": row["created_at"], "finished_at": row["finished_at"]}
@@ -183,7 +190,9 @@ class CalibrationJobs:
         if self.store is not None:
             row = self.store.job_status(job_id, stale_after_s=self.stale_after_s)
             if row is not None:
-                return StoredJob(row, self.store)
+                job = StoredJob(row, self.store)
+                job.to_dict()
+                return job
         with self._lock:
             return self._jobs.get(job_id)
 

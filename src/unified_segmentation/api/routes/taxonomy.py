@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from unified_segmentation.errors import UsegError
 
@@ -33,8 +34,9 @@ async def calibrate(body: CalibrateRequest, key: AdminKey, services: ServicesDep
     Readers keep the active version until the new one commits.
     """
     key.check_game(body.game_id)
-    job = jobs.submit(body.game_id, (body.as_of, body.force_recalibration),
-                      lambda: services.calibrate(body.game_id, as_of=body.as_of, force=body.force_recalibration))
+    job = await run_in_threadpool(  # it records the job in the database: off the event loop
+        jobs.submit, body.game_id, (body.as_of, body.force_recalibration),
+        lambda: services.calibrate(body.game_id, as_of=body.as_of, force=body.force_recalibration))
     try:
         taxonomy = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), settings.calibrate_wait_s)
     except TimeoutError:
@@ -47,9 +49,9 @@ async def calibrate(body: CalibrateRequest, key: AdminKey, services: ServicesDep
 @router.get("/jobs/{job_id}", name="calibration_job", summary="A calibration job's status and result",
             responses=errors(404))
 async def calibration_job(job_id: Annotated[str, Path(max_length=64)], key: ReadKey, jobs: JobsDep) -> ORJSONResponse:
-    job = jobs.get(job_id)
+    job = await run_in_threadpool(jobs.get, job_id)  # read from the database: any worker's job
     if job is None:
-        raise JobNotFound(f"no calibration job {job_id!r} in this process")
+        raise JobNotFound(f"no calibration job {job_id!r}")
     key.check_game(job.game_id)
     return render(job.to_dict())
 
