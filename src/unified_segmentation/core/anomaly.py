@@ -2,9 +2,13 @@
 
 Scoring is separate from deciding: ``axis_surprise`` returns scores (higher = more anomalous);
 thresholds are set from a null run (one window back) by ``null_thresholds``; ``decide`` turns
-surprise into flags. Counts use a negative-binomial tail around the shrunk baseline rate;
+surprise into flags. Counts use a negative-binomial tail around the shrunk baseline rate (for sparse
+counts such as purchases, the shrinkage is a per-segment empirical-Bayes gamma prior and the tail is its
+posterior predictive); amounts per event (spend per purchase) a standardized log difference from the
+player's shrunk level given both windows' counts, so count and amount together test total spend;
 continuous metrics an empirical tail (with a fitted exponential extension) of ``current - expected``
-among calibration players of the same segment and data volume.
+among calibration players of the same segment and data volume. An axis's evidence is Bonferroni over
+the metrics that had data for the player.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 # Per universal axis: count signals (name of the window total) and continuous signals (metric names).
 COUNT_SIGNALS: dict[str, list[str]] = {
@@ -21,8 +25,19 @@ COUNT_SIGNALS: dict[str, list[str]] = {
     "temporal": [],
     "social": ["social_events"],
 }
+# Count signals whose baseline rate gets an empirical-Bayes prior fitted per segment (``fit_rate_prior``):
+# sparse counts (a minnow buys about three times in 28 days) whose own history is too noisy to stand
+# alone. Dense counts (sessions, social events) keep the fixed ``n0`` shrinkage: on the planted game a
+# fitted prior did not help them and, for social events, pulled players of mixed segments toward a
+# center they do not share (more null extremes, fewer bursts flagged).
+RATE_PRIOR_SIGNALS: frozenset[str] = frozenset({"purchases"})
+# Per universal axis: amount signals (metric, window total, window count): the amount per event given
+# the count (count and amount together are the total), see ``fit_amount_model``.
+AMOUNT_SIGNALS: dict[str, list[tuple[str, str, str]]] = {
+    "monetization": [("avg_purchase_value", "net_spend", "purchases")],
+}
 CONTINUOUS_SIGNALS: dict[str, list[str]] = {
-    "monetization": ["spend_per_day", "avg_purchase_value"],
+    "monetization": [],
     "engagement": ["avg_session_minutes", "active_day_share"],
     "temporal": ["weekend_play_share", "night_play_share", "start_hour_sin", "start_hour_cos"],
     "social": ["social_session_share"],
@@ -45,6 +60,14 @@ DIRECTIONS = {
     "social": ("social_burst", "social_drop"),
 }
 P_FLOOR = 1e-300
+# SurpriseCalibrator tail: a top spread below MIN_TAIL_EXCESS carries no information; the decay of
+# log10 survival per unit of raw surprise beyond the grid is kept within [MIN_TAIL_RATE, MAX_TAIL_RATE]
+# (a model p-value is never trusted to be more than this many times too conservative, or too liberal)
+MIN_TAIL_EXCESS = 0.05
+GRID_MIN_POINTS = 3  # the calibrator's grid goes down to survival levels with this many null points
+TAIL_POINTS = 10  # top points behind its exponential extension
+MIN_TAIL_RATE = 0.1
+MAX_TAIL_RATE = 3.0
 N_QUANTILES = 41
 TAIL_START = 0.9
 
@@ -63,18 +86,65 @@ def shrunk_rate(count_typ, e_typ, rate_seg, n0: float) -> np.ndarray:
     return (np.asarray(count_typ, float) + n0 * np.asarray(rate_seg, float)) / (np.asarray(e_typ, float) + n0)
 
 
-def fit_dispersion(count, mu) -> float:
-    """Method-of-moments negative-binomial overdispersion ``α`` (Var = μ + αμ²), clipped to [0, 1e4].
+def fit_dispersion(count, mu, known_alpha=0.0) -> float:
+    """Method-of-moments negative-binomial overdispersion ``α`` (Var = μ + (a + α)μ²), clipped to [0, 1e4].
 
-    Large values are real: a segment of non-payers where a few convert has a tiny mean and a heavy tail.
+    ``known_alpha`` (scalar or per row, ``a``) is the part of the overdispersion already accounted for
+    (the uncertainty of each player's baseline rate); ``α`` is what remains. Large values are real: a
+    segment of non-payers where a few convert has a tiny mean and a heavy tail.
     """
     count = np.asarray(count, float)
     mu = np.asarray(mu, float)
     denom = float(np.sum(mu**2))
     if denom <= 0:
         return 0.0
-    alpha = float(np.sum((count - mu) ** 2 - count) / denom)
+    alpha = float(np.sum((count - mu) ** 2 - count - np.asarray(known_alpha, float) * mu**2) / denom)
     return float(np.clip(alpha, 0.0, 1e4))
+
+
+def fit_rate_prior(count_typ, expo_typ, count_cur, expo_cur, rate: float | None = None
+                   ) -> tuple[float, float]:
+    """Empirical-Bayes strength of a segment's gamma prior on player rates and the residual dispersion.
+
+    Player rates ``λ_i ~ Gamma(a0 = b0·m, b0)`` around the segment rate ``m``; given a typical-window
+    count ``x_i`` over exposure ``e_i`` the next window's count over exposure ``e'_i`` is negative
+    binomial with mean ``μ_i = (a0 + x_i)/(b0 + e_i)·e'_i`` (the shrunk baseline) and dispersion
+    ``1/(a0 + x_i)`` (the uncertainty of that baseline), plus a residual dispersion ``α`` (bursts within
+    a player). ``(b0, α)`` maximize that predictive likelihood of one window given the one before (a fit
+    run; ``b0`` first with no residual dispersion, then ``α`` given it): the shrinkage is whatever
+    predicts out of window best — a homogeneous segment gets a strong
+    prior, a heterogeneous one a weak prior, and players sorted into the segment by their typical window
+    (whose within-segment spread understates the spread of their rates) do not bias it.
+
+    Returns
+    -------
+    (b0, alpha) : the pseudo-exposure (0 when the segment has no events) and the residual dispersion
+    """
+    x = np.asarray(count_typ, float)
+    e = np.asarray(expo_typ, float)
+    y = np.rint(np.asarray(count_cur, float))
+    ec = np.asarray(expo_cur, float)
+    keep = (e > 0) & (ec > 0)
+    x, e, y, ec = x[keep], e[keep], y[keep], ec[keep]
+    if len(x) < 2 or x.sum() + y.sum() <= 0:
+        return 0.0, 0.0
+    m = float(rate) if rate is not None and rate > 0 else float((x.sum() + 0.5) / e.sum())
+    b_grid = np.geomspace(0.25, 1e4, 33)
+    lgy = special.gammaln(y + 1)
+
+    def loglik(b0: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Predictive log-likelihood for each (b0, alpha) pair of the broadcast shapes, shape (G,)."""
+        size = b0[:, None] * m + x
+        mu = size / (b0[:, None] + e) * ec
+        r = 1.0 / (1.0 / size + alpha[:, None])
+        return np.sum(special.gammaln(r + y) - special.gammaln(r) - lgy + r * np.log(r / (r + mu))
+                      + y * np.log(np.maximum(mu, 1e-300) / (r + mu)), axis=1)
+
+    # the prior first (what a pure gamma-Poisson explains), then the residual dispersion given it
+    b0 = float(b_grid[int(np.argmax(loglik(b_grid, np.zeros_like(b_grid))))])
+    a_grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e2, 21)])
+    alpha = float(a_grid[int(np.argmax(loglik(np.full_like(a_grid, b0), a_grid)))])
+    return b0, alpha
 
 
 def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +172,90 @@ def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
         hi = stats.nbinom.sf(count[nb] - 1, size, prob)
         p[nb] = np.minimum(1.0, 2.0 * np.minimum(lo, hi))
     return np.maximum(p, P_FLOOR), np.sign(count - mu)
+
+
+# ---------------------------------------------------------------------------- amounts
+@dataclass
+class AmountModel:
+    """Log amount per event of a segment: players' levels ``ℓ_i ~ N(level, s2/k0)``, the log mean amount
+    of ``n`` events around ``ℓ_i`` with variance ``s2/n``; ``tail`` is the null tail of the standardized
+    difference (fitted on the same run)."""
+
+    level: float
+    s2: float
+    k0: float
+    tail: TailModel | None = None
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "s2": self.s2, "k0": self.k0,
+                "tail": self.tail.to_dict() if self.tail else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AmountModel:
+        tail = d.get("tail")
+        return cls(level=d["level"], s2=d["s2"], k0=d["k0"], tail=TailModel.from_dict(tail) if tail else None)
+
+
+def log_amounts(total, count) -> tuple[np.ndarray, np.ndarray]:
+    """(log mean amount per event, number of events behind it); 0 events where there is no amount."""
+    total = np.asarray(total, float)
+    count = np.asarray(count, float)
+    ok = (count > 0) & (total > 0)
+    out = np.zeros_like(total)
+    out[ok] = np.log(total[ok] / count[ok])
+    return out, np.where(ok, count, 0.0)
+
+
+def amount_z(log_cur, n_cur, log_typ, n_typ, level, s2, k0, shift=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized move of the log amount per event, and the player's shrunk log level.
+
+    ``ℓ̂ = (n_typ·log_typ + k0·level)/(n_typ + k0)``;
+    ``z = (log_cur − ℓ̂ − shift) / sqrt(s2·(1/n_cur + 1/(n_typ + k0)))`` (0 where ``n_cur`` is 0).
+    """
+    n_cur = np.asarray(n_cur, float)
+    n_typ = np.asarray(n_typ, float)
+    k0 = np.asarray(k0, float)
+    ell = (n_typ * np.asarray(log_typ, float) + k0 * np.asarray(level, float)) / np.maximum(n_typ + k0, 1e-12)
+    var = np.asarray(s2, float) * (1.0 / np.maximum(n_cur, 1.0) + 1.0 / np.maximum(n_typ + k0, 1e-12))
+    z = np.where(n_cur > 0, (np.asarray(log_cur, float) - ell - shift) / np.sqrt(np.maximum(var, 1e-12)), 0.0)
+    return z, ell
+
+
+def fit_amount_model(log_cur, n_cur, log_typ, n_typ) -> AmountModel | None:
+    """Fit level, ``s2`` and the shrinkage ``k0`` of a segment's log amounts on a fit run.
+
+    ``level`` is the event-weighted mean log amount of the typical windows; for each ``k0`` on a grid
+    ``s2`` has its closed-form maximum-likelihood value and ``k0`` maximizes the Gaussian predictive
+    likelihood of the current log amount given the typical one (out of window, as for count priors).
+    The tail of the resulting ``z`` is then fitted empirically. None with fewer than 20 players who
+    have an amount in the current window.
+    """
+    n_cur = np.asarray(n_cur, float)
+    n_typ = np.asarray(n_typ, float)
+    log_cur = np.asarray(log_cur, float)
+    log_typ = np.asarray(log_typ, float)
+    use = n_cur > 0
+    if use.sum() < 20:
+        return None
+    w = n_typ[n_typ > 0]
+    level = float(np.sum(w * log_typ[n_typ > 0]) / w.sum()) if w.sum() > 0 else float(np.median(log_cur[use]))
+    yc, nc, yt, nt = log_cur[use], n_cur[use], log_typ[use], n_typ[use]
+    best = None
+    for k0 in np.geomspace(0.1, 1e3, 41):
+        ell = (nt * yt + k0 * level) / (nt + k0)
+        v = 1.0 / nc + 1.0 / (nt + k0)
+        d = yc - ell
+        s2 = float(np.mean(d**2 / v))
+        if s2 <= 0:
+            continue
+        ll = -0.5 * float(np.sum(np.log(s2 * v)))
+        if best is None or ll > best[0]:
+            best = (ll, float(k0), s2)
+    if best is None:
+        return None
+    _, k0, s2 = best
+    z, _ = amount_z(yc, nc, yt, nt, level, s2, k0)
+    return AmountModel(level=level, s2=s2, k0=k0, tail=fit_tail(z))
 
 
 # ---------------------------------------------------------------------------- continuous
@@ -173,17 +327,21 @@ def volume_edges(basis: np.ndarray, n_bins: int = 3) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- combining
-def combine(p_values: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bonferroni over an axis's M metrics.
+def combine(p_values: np.ndarray, signs: np.ndarray, tested: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bonferroni over the metrics of an axis that were tested for each player.
 
     Parameters
     ----------
     p_values, signs : ndarray of shape (n, M)
+    tested : bool ndarray of shape (n, M), optional
+        Which metrics had data for the player (a player with no sessions has no session length); the
+        multiplicity is the number tested (at least 1). Default: all M.
 
     Returns
     -------
-    surprise : (n,) ``-log10(M · min p)`` clipped at 0
-    p_axis : (n,) ``min(1, M · min p)``
+    surprise : (n,) ``-log10(M_i · min p)`` clipped at 0
+    p_axis : (n,) ``min(1, M_i · min p)``
     which : (n,) index of the most surprising metric
     sign : (n,) its sign
     """
@@ -191,10 +349,11 @@ def combine(p_values: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.nda
     if m == 0:
         z = np.zeros(n)
         return z, np.ones(n), np.zeros(n, dtype=np.int64), z
+    mult = np.full(n, float(m)) if tested is None else np.maximum(np.asarray(tested, bool).sum(axis=1), 1)
     which = p_values.argmin(axis=1)
     pmin = p_values[np.arange(n), which]
-    p_axis = np.minimum(1.0, m * pmin)
-    surprise = np.maximum(0.0, -np.log10(np.maximum(m * pmin, P_FLOOR)))
+    p_axis = np.minimum(1.0, mult * pmin)
+    surprise = np.maximum(0.0, -np.log10(np.maximum(mult * pmin, P_FLOOR)))
     return surprise, p_axis, which, signs[np.arange(n), which]
 
 
@@ -261,15 +420,19 @@ class SurpriseCalibrator:
             return None
         levels = [1.0]
         lv = 0.5
-        while lv * n >= 10:
+        while lv * n >= GRID_MIN_POINTS:
             levels.append(lv)
             lv /= 2.0
         values = [float(np.quantile(s, 1.0 - v)) for v in levels]
         values = list(np.maximum.accumulate(values))
-        top = s[s >= values[-1]]
-        excess = float(np.mean(top - values[-1])) if len(top) > 1 else 0.0
-        # survival decays by a factor e per mean excess: log10 slope = log10(e) / mean excess
-        rate = float(np.log10(np.e) / max(excess, 1e-3))
+        # exponential tail from the top TAIL_POINTS points: their mean excess over the next one
+        k = min(TAIL_POINTS, n - 1)
+        excess = float(np.mean(s[-k:] - s[-k - 1]))
+        # survival decays by a factor e per mean excess: log10 slope = log10(e) / mean excess; with no
+        # spread up there (ties, e.g. a segment whose null is almost all zeros, or a share stuck at 1)
+        # there is nothing to extrapolate from, and a unit of raw surprise counts as a decade
+        rate = 1.0 if excess < MIN_TAIL_EXCESS else float(np.log10(np.e) / excess)
+        rate = float(np.clip(rate, MIN_TAIL_RATE, MAX_TAIL_RATE))
         return cls(values=[float(v) for v in values], levels=levels, tail_rate=rate)
 
     def __call__(self, s: np.ndarray) -> np.ndarray:

@@ -32,6 +32,13 @@ def count_signals(axis: AxisModel, frame: pl.DataFrame) -> list[str]:
     return [s for s in names if s in frame.columns]
 
 
+def amount_signals(axis: AxisModel, frame: pl.DataFrame) -> list[tuple[str, str, str]]:
+    if axis.axis_type != "universal":
+        return []
+    return [(m, t, c) for m, t, c in an.AMOUNT_SIGNALS.get(axis.axis_id, []) if t in frame.columns
+            and c in frame.columns]
+
+
 def continuous_signals(axis: AxisModel, taxonomy: GameBehavioralTaxonomy) -> list[str]:
     if axis.axis_type != "universal":
         return []
@@ -89,23 +96,38 @@ def count_exposure(signal: str, frame: pl.DataFrame) -> np.ndarray:
 
 
 def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndarray, n0: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(μ for the current window before the game-wide shift, shrunk baseline rate r̂), shapes (n,)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(μ for the current window before the game-wide shift, shrunk baseline rate r̂, the dispersion of
+    the posterior predictive ``1/(a0 + count_typ)`` that the uncertainty of r̂ adds), shapes (n,).
+
+    The pseudo-exposure of the shrinkage is the segment's empirical-Bayes prior strength ``b0``
+    (``prior_n0``, fitted on the fit run), never less than the ``n0`` setting; ``a0 = b0·r_seg``.
+    A model fitted before the prior existed keeps the setting and no parameter dispersion.
+    """
     r_seg = _seg_array(axis, "rate", signal)[seg]
+    b0 = _seg_array(axis, "prior_n0", signal)[seg]
+    has_prior = b0 > 0
+    count_typ = _col(pair.typ, signal)
     x_typ = count_exposure(signal, pair.typ)
     x_cur = count_exposure(signal, pair.cur)
     if signal == "sessions":
         # shrink with exposure days, as DESIGN 4.4 writes it
-        r_hat = an.shrunk_rate(_col(pair.typ, signal), pair.e_typ, r_seg, n0)
+        n0_eff = np.maximum(b0, n0)
+        r_hat = an.shrunk_rate(count_typ, pair.e_typ, r_seg, n0_eff)
         ctx = _seg_ctx(axis, "ctx_rate", signal)[seg]
         cur_mix = _ctx_mix_rows(pair.ctx_cur, ctx, r_seg)
         typ_mix = _ctx_mix_rows(pair.ctx_typ, ctx, r_seg)
         factor = np.where((cur_mix > 0) & (typ_mix > 0), cur_mix / np.maximum(typ_mix, 1e-12), 1.0)
-        return r_hat * x_cur * factor, r_hat
-    # per active day / per session: pseudo-exposure n0 scaled by the segment's exposure per day
-    scale = np.where(pair.e_typ > 0, x_typ / np.maximum(pair.e_typ, 1e-9), 0.0)
-    r_hat = an.shrunk_rate(_col(pair.typ, signal), x_typ, r_seg, n0 * np.maximum(scale, 0.25))
-    return r_hat * x_cur, r_hat
+        mu = r_hat * x_cur * factor
+    else:
+        # per active day / per session: pseudo-exposure n0 scaled by the segment's exposure per day
+        scale = np.where(pair.e_typ > 0, x_typ / np.maximum(pair.e_typ, 1e-9), 0.0)
+        n0_eff = np.maximum(b0, n0 * np.maximum(scale, 0.25))
+        r_hat = an.shrunk_rate(count_typ, x_typ, r_seg, n0_eff)
+        mu = r_hat * x_cur
+    shape = n0_eff * r_seg + count_typ
+    alpha_param = np.where(has_prior, 1.0 / np.maximum(shape, 1e-4), 0.0)
+    return mu, r_hat, alpha_param
 
 
 def _ctx_mix_rows(weights: np.ndarray, per_ctx: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -155,6 +177,11 @@ class AxisSignals:
     typical: np.ndarray  # (n, M)
     baseline: np.ndarray  # (n, M)
     shifts: list[dict]
+    tested: np.ndarray | None = None  # (n, M) bool: the metric had data for the player
+
+    def combined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``an.combine`` over the metrics tested for each player."""
+        return an.combine(self.p, self.sign, self.tested)
 
 
 def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: WindowPair, seg: np.ndarray, *,
@@ -164,7 +191,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
     n0 = float(taxonomy.settings.get("n0", 7.0))
     n = pair.cur.height
     k = len(axis.segments)
-    ps, signs, names, curs, typs, bases, found_shifts = [], [], [], [], [], [], []
+    ps, signs, names, curs, typs, bases, found_shifts, tested = [], [], [], [], [], [], [], []
     for signal in count_signals(axis, pair.cur):
         count = _col(pair.cur, signal)
         if fit:
@@ -174,7 +201,17 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                 tot = float(expo[m].sum())
                 if m.sum() >= 20 and tot > 0:
                     axis.segments[s].anomaly.setdefault("rate", {})[signal] = (float(count[m].sum()) + 0.5) / tot
-        mu0, r_hat = expected_counts(axis, signal, pair, seg, n0)
+        if fit and signal in an.RATE_PRIOR_SIGNALS:
+            count_typ = _col(pair.typ, signal)
+            expo_typ = count_exposure(signal, pair.typ)
+            expo_cur = count_exposure(signal, pair.cur)
+            for s in range(k):
+                m = seg == s
+                if m.sum() >= 20:
+                    b0, alpha_res = an.fit_rate_prior(count_typ[m], expo_typ[m], count[m], expo_cur[m])
+                    axis.segments[s].anomaly.setdefault("prior_n0", {})[signal] = b0
+                    axis.segments[s].anomaly.setdefault("alpha", {})[signal] = alpha_res
+        mu0, r_hat, alpha_param = expected_counts(axis, signal, pair, seg, n0)
         g = np.ones(k)
         for s in range(k):
             m = seg == s
@@ -192,16 +229,66 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         if fit:
             for s in range(k):
                 m = seg == s
-                axis.segments[s].anomaly.setdefault("alpha", {})[signal] = (
-                    an.fit_dispersion(count[m], mu[m]) if m.sum() >= 20 else 0.0)
-        alpha = _seg_array(axis, "alpha", signal)[seg]
+                if signal not in axis.segments[s].anomaly.get("prior_n0", {}) or m.sum() < 20:
+                    axis.segments[s].anomaly.setdefault("alpha", {})[signal] = (
+                        an.fit_dispersion(count[m], mu[m], alpha_param[m]) if m.sum() >= 20 else 0.0)
+        alpha = np.minimum(_seg_array(axis, "alpha", signal)[seg] + alpha_param, 1e4)
         p, sg = an.count_p_value(count, mu, alpha)
+        tested.append(np.ones(n, dtype=bool))
         ps.append(p)
         signs.append(sg)
         names.append(signal)
         curs.append(count / np.maximum(count_exposure(signal, pair.cur), 1e-9))
         typs.append(_col(pair.typ, signal) / np.maximum(count_exposure(signal, pair.typ), 1e-9))
         bases.append(r_hat)
+    for metric, total, counted in amount_signals(axis, pair.cur):
+        log_cur, n_cur = an.log_amounts(_col(pair.cur, total), _col(pair.cur, counted))
+        log_typ, n_typ = an.log_amounts(_col(pair.typ, total), _col(pair.typ, counted))
+        valid = n_cur > 0
+        if fit:
+            for s in range(k):
+                m = seg == s
+                model = an.fit_amount_model(log_cur[m], n_cur[m], log_typ[m], n_typ[m]) if m.sum() >= 20 else None
+                axis.segments[s].anomaly.setdefault("amount", {})[metric] = model.to_dict() if model else None
+        p = np.ones(n)
+        sg = np.zeros(n)
+        ell = log_typ.copy()
+        based = n_typ > 0
+        for s in range(k):
+            spec = axis.segments[s].anomaly.get("amount", {}).get(metric)
+            m = (seg == s) & valid
+            if not spec or not m.any():
+                continue
+            model = an.AmountModel.from_dict(spec)
+            args = (log_cur[m], n_cur[m], log_typ[m], n_typ[m], model.level, model.s2, model.k0)
+            _, ell[m] = an.amount_z(*args)
+            based[m] = True
+            if shifts is not None and (axis.axis_id, s, metric) in shifts:
+                med = float(shifts[(axis.axis_id, s, metric)])
+            else:
+                # game-wide change of the amount per event (a sale): the segment's median log ratio
+                med = 0.0
+                d = log_cur[m] - ell[m]
+                if m.sum() >= 20:
+                    mid = float(np.median(d))
+                    spread = 1.4826 * float(np.median(np.abs(d - mid))) + 1e-12
+                    if abs(mid) > 4 * 1.2533 * spread / np.sqrt(m.sum()) and abs(mid) > 0.05:
+                        med = mid
+                        found_shifts.append({"axis": axis.axis_id, "segment_id": axis.segments[s].segment_id,
+                                             "segment_name": axis.segments[s].segment_name, "signal": metric,
+                                             "kind": "median_log_change", "value": med, "players": int(m.sum())})
+            if model.tail is not None:
+                z, _ = an.amount_z(*args, shift=med)
+                idx = np.flatnonzero(m)
+                p[idx], sg[idx] = an.tail_p_value(z, model.tail)
+                ell[m] = ell[m] + med
+        tested.append(valid)
+        ps.append(p)
+        signs.append(sg)
+        names.append(metric)
+        curs.append(np.where(valid, np.exp(log_cur), 0.0))
+        typs.append(np.where(n_typ > 0, np.exp(log_typ), 0.0))
+        bases.append(np.where(based, np.exp(ell), 0.0))
     for metric in continuous_signals(axis, taxonomy):
         x_cur = _col(pair.cur, metric)
         x_typ = _col(pair.typ, metric)
@@ -254,6 +341,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                 sel = idx[bins == b]
                 if len(sel):
                     p[sel], sg[sel] = an.tail_p_value(diff[sel], an.TailModel.from_dict(tail))
+        tested.append(valid)
         ps.append(p)
         signs.append(sg)
         names.append(metric)
@@ -264,7 +352,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         z = np.zeros((n, 0))
         return AxisSignals(z, z, [], z, z, z, found_shifts)
     return AxisSignals(np.stack(ps, 1), np.stack(signs, 1), names, np.stack(curs, 1), np.stack(typs, 1),
-                       np.stack(bases, 1), found_shifts)
+                       np.stack(bases, 1), found_shifts, np.stack(tested, 1))
 
 
 @dataclass
@@ -321,7 +409,7 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
         sig = axis_signals(taxonomy, axis, pair, seg, shifts=shifts)
         signals[axis.axis_id] = sig
         all_shifts += sig.shifts
-        raw, p_axis, which, sign = an.combine(sig.p, sig.sign)
+        raw, p_axis, which, sign = sig.combined()
         surprise = np.where(insufficient, 0.0, calibrate_surprise(axis, raw, seg))
         threshold = float(axis.anomaly_threshold or 1.0) * mult
         score = an.anomaly_scores(surprise, threshold)
@@ -389,14 +477,14 @@ def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
     for axis in taxonomy.active_axes:
         seg_fit = fit_segs[axis.axis_id][0]
         axis_signals(taxonomy, axis, fit_sub, seg_fit, fit=True)
-        raw_fit = an.combine(*_ps(axis_signals(taxonomy, axis, fit_sub, seg_fit)))[0]
+        raw_fit = axis_signals(taxonomy, axis, fit_sub, seg_fit).combined()[0]
         overall = an.SurpriseCalibrator.fit(raw_fit)
         axis.selection["surprise_calibrator"] = overall.to_dict() if overall else None
         for s, segment in enumerate(axis.segments):
             cal = an.SurpriseCalibrator.fit(raw_fit[seg_fit == s])
             segment.anomaly["surprise_calibrator"] = cal.to_dict() if cal else None
         seg_null = null_segs[axis.axis_id][0]
-        raw_null = an.combine(*_ps(axis_signals(taxonomy, axis, null_sub, seg_null)))[0]
+        raw_null = axis_signals(taxonomy, axis, null_sub, seg_null).combined()[0]
         null_surprise[axis.axis_id] = calibrate_surprise(axis, raw_null, seg_null)
     alarm_rate = float(taxonomy.settings.get("alarm_rate", 0.004))
     thresholds = an.null_thresholds(null_surprise, alarm_rate, CUT)
@@ -413,6 +501,3 @@ def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
         },
     }
 
-
-def _ps(sig: AxisSignals) -> tuple[np.ndarray, np.ndarray]:
-    return sig.p, sig.sign
