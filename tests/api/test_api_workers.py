@@ -136,3 +136,37 @@ def test_counters_are_one_row_per_key_and_minute(seeded, second_services):
         rows = conn.execute(text("SELECT window_start FROM rate_limit_counters WHERE key_id = :k"),
                             {"k": key_id}).scalars().all()
     assert rows == [window + 5]
+
+
+def test_an_unreachable_counter_database_is_a_database_error():
+    """The counter's own connection hands out SQLAlchemy's errors, so the API answers 503, not 500."""
+    from sqlalchemy.exc import DBAPIError
+
+    services = Services("postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2")
+    try:
+        with pytest.raises(DBAPIError):
+            services.rate_limit_hit(1, 10)
+    finally:
+        services.close()
+
+
+def test_a_job_waiting_for_a_thread_is_queued_then_running(seeded):
+    jobs = CalibrationJobs(max_workers=1, store=seeded.services, stale_after_s=3600)
+    gates = [threading.Event(), threading.Event()]
+    started = threading.Event()
+
+    def second_job() -> dict:
+        started.set()
+        assert gates[1].wait(30)
+        return {"taxonomy_version": 2}
+
+    first = jobs.submit(GAME, ("queue", 1), lambda: gates[0].wait(30) and {"taxonomy_version": 1})
+    second = jobs.submit(GAME, ("queue", 2), second_job)
+    assert jobs.get(first.job_id).status == "running" and jobs.get(second.job_id).status == "queued"
+    gates[0].set()
+    assert started.wait(30)
+    assert jobs.get(second.job_id).status == "running"
+    gates[1].set()
+    second.future.result(30)
+    assert [jobs.get(j.job_id).status for j in (first, second)] == ["succeeded", "succeeded"]
+    jobs.shutdown()
