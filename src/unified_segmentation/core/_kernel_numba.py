@@ -1,4 +1,4 @@
-"""Compiled loops of the membership kernel (numba, one thread, ``fastmath=False``).
+"""Compiled loops of the membership kernel (numba, one thread, ``fastmath=False``, GIL released).
 
 ``AxisKernel.score`` runs two passes over the players, in blocks of 64 so that the inner loops run
 over players and vectorize:
@@ -29,7 +29,7 @@ _V_MIN = 1e-290
 MAX_DOF = 200
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def chi2_coefficients(dof: int) -> np.ndarray:
     """Coefficients of the closed-form series of :func:`chi2_sf_half`: ``1 / j!`` (even dof) or
     ``1 / Γ(j + 3/2)`` (odd dof), ``j < dof // 2``."""
@@ -43,7 +43,7 @@ def chi2_coefficients(dof: int) -> np.ndarray:
     return coef
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def chi2_sf_half(h: float, dof: int, eh: float, coef: np.ndarray) -> float:
     """``1 - F_chi2(dof)(2 h)`` for an integer ``1 <= dof <= MAX_DOF``, given ``eh = exp(-h)`` and
     ``coef = chi2_coefficients(dof)``.
@@ -85,7 +85,7 @@ def chi2_sf_half(h: float, dof: int, eh: float, coef: np.ndarray) -> float:
     return out
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def chi2_sf(x: np.ndarray, dof: int) -> np.ndarray:
     """Chi-square survival function of each element of a float64 array, integer ``dof``."""
     flat = x.ravel()
@@ -97,7 +97,7 @@ def chi2_sf(x: np.ndarray, dof: int) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def _dist_block(Z, start, nb, LT, shift, upper, k, zt, y, acc):
     """d² of players ``start .. start+nb`` into ``acc[:k, :nb]``: ``y = z @ L_s - μ_s @ L_s``, ``d² = Σ y²``.
 
@@ -131,7 +131,7 @@ def _dist_block(Z, start, nb, LT, shift, upper, k, zt, y, acc):
 _BLOCK = 64
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def dist_sq(Z, LT, shift, upper, k, out):
     """Squared Mahalanobis distances of every player to every segment into ``out`` (n, k)."""
     n, p = Z.shape
@@ -146,7 +146,7 @@ def dist_sq(Z, LT, shift, upper, k, out):
                 out_b[b * k + s] = acc[s, b]
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def distances_primary(Z, LT, shift, upper, logc, has_order, c_lo, u, norm_sq, lo, hi,
                       d2_out, neg_half_out, primary_out, beyond_out):
     """First pass: d², ``-d²/2`` (the caller exponentiates it with numpy's vectorized ``exp`` into the
@@ -199,7 +199,7 @@ def distances_primary(Z, LT, shift, upper, logc, has_order, c_lo, u, norm_sq, lo
                 prim_b[b] = best[b]
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def _posterior_row(d2_row, logc, p_row):
     """The reference's posterior of one player, ``exp(lp - max lp) / Σ``."""
     k = logc.shape[0]
@@ -216,7 +216,7 @@ def _posterior_row(d2_row, logc, p_row):
         p_row[s] /= total
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def posterior_typicality(d2_in, strength, logc, c, dof, prob_out, typ_out):
     """Second pass, from d² and the strengths ``e^(-d²/2)``: the posterior and the typicality.
 
@@ -287,7 +287,7 @@ def posterior_typicality(d2_in, strength, logc, c, dof, prob_out, typ_out):
                     _posterior_row(fb[b * k:(b + 1) * k], logc, pb[b * k:(b + 1) * k])
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def _unpack(fp, ip):
     k, p = ip[0], ip[1]
     o = k * p
@@ -296,7 +296,7 @@ def _unpack(fp, ip):
     return shift, logc, c, c_lo, u, norm_sq, ip[2] != 0, ip[3] != 0, ip[4], ip[5], ip[6]
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def first_pass(Z, LT, fp, ip, out, primary_out, beyond_out):
     """:func:`distances_primary` with the axis constants packed (``AxisKernel._fp``, ``._ip``): d² into
     ``out[0]``, ``-d²/2`` into ``out[1]``. Few arguments, because each costs the one-player call."""
@@ -305,7 +305,7 @@ def first_pass(Z, LT, fp, ip, out, primary_out, beyond_out):
                       out[0], out[1], primary_out, beyond_out)
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def second_pass(out, fp, ip):
     """:func:`posterior_typicality` from ``out[0]`` (d²) and ``out[1]`` (strengths) into ``out[2]``
     (posterior) and ``out[3]`` (typicality)."""
@@ -313,7 +313,7 @@ def second_pass(out, fp, ip):
     posterior_typicality(out[0], out[1], logc, c, dof, out[2], out[3])
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
+@njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
 def noisy_probability(Z, noise_var, centers, covariances, log_weights, out):
     """Posterior with each player's diagonal sampling noise added to every segment covariance.
 
