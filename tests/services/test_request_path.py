@@ -68,7 +68,8 @@ def test_categorize_equals_the_batch_path(svc):
     for pid in _players(daily.truth["player_id"].to_list(), 25):  # daily rows: some inputs NULL
         one = services.categorize(DAILY_GAME, pid)
         _same(services.categorize_batch(DAILY_GAME, [pid])["profiles"][0], one, pid)
-        assert one["axes"]["monetization"]["primary_segment"] in {s["segment_name"] for s in one["axes"]["monetization"]["memberships"]}
+        mon = one["axes"]["monetization"]
+        assert mon["primary_segment"] in {s["segment_name"] for s in mon["memberships"]}
 
 
 def test_detect_equals_the_batch_path(svc):
