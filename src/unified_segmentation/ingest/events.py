@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
+import re
 from collections.abc import Mapping, Sequence
 
 import polars as pl
@@ -10,6 +13,8 @@ import polars as pl
 from unified_segmentation.errors import InvalidInput
 from unified_segmentation.features._kernels import check_timezone
 from unified_segmentation.ingest._parse import (
+    MAX_EPOCH_S,
+    MAX_US,
     parse_ids,
     parse_numbers,
     parse_properties,
@@ -112,6 +117,10 @@ def read_events(
         ``errors`` list name the first rows (1-based data rows) and fields.
     """
     check_timezone(timezone)
+    if type(source) is list and not mapping and not group_by and epoch_unit == "s":
+        fast = _read_plain_json_rows(source)
+        if fast is not None:
+            return (fast, rejects_frame(Problems().frame())) if skip_invalid else fast
     mapping = check_mapping(mapping, EVENT_FIELDS)
     group_columns = [group_by] if isinstance(group_by, str) else list(group_by or [])
 
@@ -175,6 +184,85 @@ def read_events(
     if skip_invalid:
         return events, rejects_frame(found)
     return events
+
+
+_PLAIN_FIELDS = frozenset(EVENT_FIELDS)
+_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_MAX_EXACT_INT = 2**53
+_PLAIN_ROWS_MAX = 100_000
+
+
+def _read_plain_json_rows(rows: list) -> pl.DataFrame | None:
+    """The usual JSON payload read in one pass of plain Python; ``None`` when ``rows`` is not that shape.
+
+    The shape: every row a dict with only our exact field names; ``event_id``, ``player_id`` and
+    ``event_type`` non-empty ASCII text with nothing to trim; ``timestamp`` ISO-8601 text with ``T``,
+    seconds and ``Z`` or an offset (so the game's time zone plays no part), or whole epoch seconds;
+    ``value`` absent, null, or a finite non-negative number; no ``properties``. Such rows cannot be
+    invalid and read exactly as the general path reads them (the tests compare both); anything else
+    (naive or unusual timestamps, text numbers, missing ids, errors to report) takes the general path.
+    A small batch is read this way ~10x faster, and without a Polars pass per field.
+    """
+    if not rows or len(rows) > _PLAIN_ROWS_MAX:
+        return None
+    ids: list[str] = []
+    players: list[str] = []
+    types: list[str] = []
+    stamps: list[int] = []
+    values: list[float | None] = []
+    seen: set[str] = set()
+    fields, fullmatch, fromiso = _PLAIN_FIELDS, _PLAIN_TIMESTAMP.fullmatch, dt.datetime.fromisoformat
+    for row in rows:
+        if type(row) is not dict or not row.keys() <= fields or row.get("properties") is not None:
+            return None
+        event_id, player, kind = row.get("event_id"), row.get("player_id"), row.get("event_type")
+        ts = row.get("timestamp")
+        if type(event_id) is not str or type(player) is not str or type(kind) is not str:
+            return None
+        if not (event_id.isascii() and player.isascii() and kind.isascii()):
+            return None
+        if not event_id or not player or not kind or event_id.strip() != event_id or player.strip() != player \
+                or kind.strip() != kind:
+            return None
+        if type(ts) is str:
+            if fullmatch(ts) is None:
+                return None
+            try:
+                us = (fromiso(ts) - _EPOCH) // _MICROSECOND
+            except ValueError:
+                return None
+        elif type(ts) is int and 0 <= ts < MAX_EPOCH_S:
+            us = ts * 1_000_000
+        else:
+            return None
+        if not 0 <= us < MAX_US:
+            return None
+        value = row.get("value")
+        if value is not None:
+            if type(value) is int and 0 <= value < _MAX_EXACT_INT:
+                value = float(value)
+            elif type(value) is not float or not (value >= 0.0 and math.isfinite(value)):
+                return None
+        if event_id in seen:  # a repeated key counts once: the first row wins
+            continue
+        seen.add(event_id)
+        ids.append(event_id)
+        players.append(player)
+        types.append(kind.lower())
+        stamps.append(us)
+        values.append(value)
+    return pl.DataFrame(
+        {
+            "event_id": pl.Series(ids, dtype=pl.String),
+            "player_id": pl.Series(players, dtype=pl.String),
+            "event_type": pl.Series(types, dtype=pl.String),
+            "timestamp": pl.Series(stamps, dtype=pl.Int64).cast(EVENTS_SCHEMA["timestamp"]),
+            "value": pl.Series(values, dtype=pl.Float64),
+            "properties": pl.Series([None] * len(ids), dtype=pl.String),
+        }
+    )
 
 
 def _group_line_items(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -339,6 +339,10 @@ def upsert_frame(
     if frame.height <= SMALL_STATEMENT_ROWS:
         _pg_upsert_statement(session, table, frame, keys, sets, where)
         return
+    if _pg_scope_is_empty(session, table, encoded, keys[0]):  # e.g. a new game: every row is new
+        with dbapi_cursor(session) as cursor:
+            pg_copy_in(cursor, table, cols, encoded.sort(list(keys)))
+        return
 
     key_list = ", ".join(keys)
     match = " AND ".join(f"{table}.{k} = t.{k}" for k in keys)
@@ -456,6 +460,17 @@ def _pg_upsert_statement(
     )
     with dbapi_cursor(session) as cursor:
         cursor.execute(query, (pg_json_rows(frame),))
+
+
+def _pg_scope_is_empty(session: Session, table: str, frame: pl.DataFrame, first_key: str) -> bool:
+    """Whether ``table`` holds no row with the frame's value of its first key column, when that value
+    is the same on every row (then none of the frame's keys can exist)."""
+    values = frame[first_key].unique()
+    if values.len() != 1 or values.null_count():
+        return False
+    with dbapi_cursor(session) as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {quote(first_key)} = %s)", (values[0],))
+        return not cursor.fetchone()[0]
 
 
 def _text_dtype(dtype: pl.DataType) -> pl.DataType:
