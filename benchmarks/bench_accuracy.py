@@ -81,7 +81,7 @@ def mapping(pred: np.ndarray, truth: np.ndarray) -> dict:
     return {p_vals[r]: t_vals[c] for r, c in zip(rows, cols, strict=True)}
 
 
-def run(n: int, seed: int, payer_shares=None, stability: bool = True) -> dict:
+def run(n: int, seed: int, payer_shares=None, stability: bool = True, segmentation: bool = True) -> dict:
     spec = PlantedSpec(n_players=n, seed=seed, **({"payer_shares": payer_shares} if payer_shares else {}))
     t0 = time.perf_counter()
     game = generate_game(spec)
@@ -96,7 +96,7 @@ def run(n: int, seed: int, payer_shares=None, stability: bool = True) -> dict:
                  "seconds": {"generate_and_rollup": t1 - t0, "calibrate": t2 - t1}, "axes": {}}
     prof = compute_windows(daily, game.as_of, settings, custom_types=tax.custom_types, which=("profile",))["profile"]
     active = prof["active_days"].to_numpy() >= 1
-    for axis in AXES:
+    for axis in AXES if segmentation else ():
         a = tax.axis(axis)
         row = {"k": len(a.segments), "planted_k": PLANTED_K[axis], "k_recovered": len(a.segments) == PLANTED_K[axis],
                "degenerate": a.degenerate, "variance_explained": a.variance_explained,
@@ -131,7 +131,7 @@ def run(n: int, seed: int, payer_shares=None, stability: bool = True) -> dict:
             row["max_calibration_gap"] = max(abs(d["mean_confidence"] - d["share_right"]) for d in dec)
         out["axes"][axis] = row
     out["variance_explained_overall"] = tax.variance_explained
-    out["k_recovered_axes"] = sum(r["k_recovered"] for r in out["axes"].values())
+    out["k_recovered_axes"] = sum(r["k_recovered"] for r in out["axes"].values()) if segmentation else None
     out["game_specific_axes"] = [{"axis": a.axis_id, "k": len(a.segments), "metrics": a.metrics}
                                  for a in tax.game_specific_axes]
     # anomalies
@@ -198,15 +198,18 @@ def summarize(runs: list[dict]) -> dict:
     def med(vals):
         vals = [v for v in vals if v is not None]
         return float(np.median(vals)) if vals else None
+
+    def per_axis(rs: list[dict], key: str) -> dict:
+        return {a: med([r["axes"].get(a, {}).get(key) for r in rs]) for a in AXES}
     s = {}
     for n in sorted({r["players"] for r in runs}):
         rs = [r for r in runs if r["players"] == n and r["payer_shares"][0] == 0.88]
         if not rs:
             continue
         s[str(n)] = {
-            "ari": {a: med([r["axes"][a].get("ari") for r in rs]) for a in AXES},
-            "ari_baseline_true_k": {a: med([r["axes"][a].get("ari_baseline_true_k") for r in rs]) for a in AXES},
-            "ari_supervised_ceiling": {a: med([r["axes"][a].get("ari_supervised_ceiling") for r in rs]) for a in AXES},
+            "ari": per_axis(rs, "ari"),
+            "ari_baseline_true_k": per_axis(rs, "ari_baseline_true_k"),
+            "ari_supervised_ceiling": per_axis(rs, "ari_supervised_ceiling"),
             "k_recovered_axes": med([r["k_recovered_axes"] for r in rs]),
             "variance_explained_overall": med([r["variance_explained_overall"] for r in rs]),
             "anomaly_f1": med([r["anomalies"]["unified"]["f1"] for r in rs]),
@@ -220,7 +223,7 @@ def summarize(runs: list[dict]) -> dict:
                 k: med([r["anomalies"]["legacy_same_false_alarm_share"]["recall_by_kind"][k] for r in rs])
                 for k in rs[0]["anomalies"]["unified"]["recall_by_kind"]},
             "cohens_kappa": med([r["anomalies"]["cohens_kappa"] for r in rs]),
-            "max_calibration_gap": {a: med([r["axes"][a].get("max_calibration_gap") for r in rs]) for a in AXES},
+            "max_calibration_gap": per_axis(rs, "max_calibration_gap"),
             "stability_same_primary_id": med([r.get("stability_same_primary_id") for r in rs]),
             "calibrate_seconds": med([r["seconds"]["calibrate"] for r in rs]),
         }
@@ -233,10 +236,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--second-config", action="store_true", help="also seed 99 with payer shares 93/5/1.5/0.5")
     ap.add_argument("--no-stability", action="store_true")
+    ap.add_argument("--anomalies-only", action="store_true",
+                    help="skip the segmentation figures (ARI, KMeans, supervised ceiling, confidence, stability)")
     args = ap.parse_args()
-    runs = [run(n, s, stability=not args.no_stability) for n in args.players for s in args.seeds]
+    seg = not args.anomalies_only
+    runs = [run(n, s, stability=seg and not args.no_stability, segmentation=seg)
+            for n in args.players for s in args.seeds]
     if args.second_config:
-        runs += [run(n, 99, payer_shares=(0.93, 0.05, 0.015, 0.005), stability=False) for n in args.players]
+        runs += [run(n, 99, payer_shares=(0.93, 0.05, 0.015, 0.005), stability=False, segmentation=seg)
+                 for n in args.players]
     print(json.dumps({"runs": runs, "summary": summarize(runs)}, indent=1, default=str))
 
 
