@@ -10,11 +10,15 @@ import pytest
 from unified_segmentation.errors import InvalidInput
 from unified_segmentation.services.facade import Services
 from unified_segmentation.storage import repositories as repo
+from unified_segmentation.storage.migrate import upgrade
 
 
-@pytest.fixture
-def services(db_url: str):
-    svc = Services(db_url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def services(request, new_database):
+    """A database of its own: these tests commit, and the storage tests share ``db_url`` and expect it empty."""
+    url = new_database(request.param)
+    upgrade(url)
+    svc = Services(url)
     yield svc
     svc.close()
 
