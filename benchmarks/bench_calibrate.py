@@ -9,7 +9,7 @@ the calibration figures.
 
 **Ours, "calibrate from features"**: ``MetricScaler`` fit/transform + ``calibration.varying_metrics`` (prep),
 then ``calibration.fit_axis`` on each universal axis's model-space columns (K-means sweep k = 2..8 with
-``n_init`` starts on <= 30k of the <= 200k sampled players, Kneedle, the candidate k refitted on the whole
+``n_init`` starts on <= 20k of the <= 200k sampled players, Kneedle, the candidate k refitted on the whole
 sample from the sweep's centers (one start), acceptance rule: segment sizes, silhouette on 2k, half-sample
 stability on the sweep players; labels for every player, Ledoit-Wolf covariances, Gaussian null), with the
 rule constants of ``GameSettings()``.
@@ -244,7 +244,7 @@ def main() -> None:
     out: dict = {
         "benchmark": "calibrate from features",
         "data": "synth.generate_daily (planted game, default spec) -> profile-window features as calibrate_frames",
-        "rules": "GameSettings() defaults: k 2..8, sample <= 200k, sweep on <= 30k with n_init 4, "
+        "rules": "GameSettings() defaults: k 2..8, sample <= 200k, sweep on <= 20k with n_init 4, "
                  "refit at the candidate k on the sample, silhouette on 2k, half-sample stability >= 0.5",
         "machine": {"cpus": os.cpu_count(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
                     "loadavg_1_5_15_start": [round(x, 2) for x in os.getloadavg()],
