@@ -380,16 +380,19 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             first = repo.players_first_seen(session, game_id)
         return s, tax, as_of_dt, daily, first
 
-    def categorize_all(self, game_id: str, *, as_of=None, chunk: int = 25_000, progress=None) -> dict:
+    def categorize_all(self, game_id: str, *, as_of=None, chunk: int | None = None, progress=None) -> dict:
         """Score every known player, persist memberships and typical offsets in bulk.
 
         Players go in chunks of ``chunk`` (in player order) through a three-stage pipeline: one thread
         reads the next chunk's daily rows while this one scores the current chunk and builds its rows,
         and a writer thread replaces the previous chunk's rows (one unit of work per chunk, as before).
-        The database's read and write work and the scoring thus overlap instead of adding up.
+        On PostgreSQL the server's read and write work and the scoring thus overlap instead of adding
+        up (default chunk 25,000); SQLite works in this process, so it gets large chunks (100,000).
+        Results do not depend on the chunk size.
         """
         from concurrent.futures import ThreadPoolExecutor
 
+        chunk = chunk or (100_000 if self._sqlite else 25_000)
         t0 = time.perf_counter()
         with self.Session() as session:
             s, tax, as_of_dt = self._prepare(session, game_id, as_of)
