@@ -112,9 +112,10 @@ def fit_rate_prior(count_typ, expo_typ, count_cur, expo_cur, rate: float | None 
     ``1/(a0 + x_i)`` (the uncertainty of that baseline), plus a residual dispersion ``α`` (bursts within
     a player). ``(b0, α)`` maximize that predictive likelihood of one window given the one before (a fit
     run; ``b0`` first with no residual dispersion, then ``α`` given it): the shrinkage is whatever
-    predicts out of window best — a homogeneous segment gets a strong
-    prior, a heterogeneous one a weak prior, and players sorted into the segment by their typical window
-    (whose within-segment spread understates the spread of their rates) do not bias it.
+    predicts out of window best — a homogeneous segment gets a strong prior, a heterogeneous one a weak
+    prior, and players sorted into the segment by their typical window (whose within-segment spread
+    understates the spread of their rates) do not bias it. ``rate`` (default: the typical windows'
+    pooled rate) is the segment rate ``m``.
 
     Returns
     -------
@@ -132,18 +133,18 @@ def fit_rate_prior(count_typ, expo_typ, count_cur, expo_cur, rate: float | None 
     b_grid = np.geomspace(0.25, 1e4, 33)
     lgy = special.gammaln(y + 1)
 
-    def loglik(b0: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """Predictive log-likelihood for each (b0, alpha) pair of the broadcast shapes, shape (G,)."""
-        size = b0[:, None] * m + x
-        mu = size / (b0[:, None] + e) * ec
-        r = 1.0 / (1.0 / size + alpha[:, None])
-        return np.sum(special.gammaln(r + y) - special.gammaln(r) - lgy + r * np.log(r / (r + mu))
-                      + y * np.log(np.maximum(mu, 1e-300) / (r + mu)), axis=1)
+    def loglik(b0: float, alpha: float) -> float:
+        """Predictive log-likelihood of the current counts (one grid point at a time: memory O(n))."""
+        size = b0 * m + x
+        mu = size / (b0 + e) * ec
+        r = 1.0 / (1.0 / size + alpha)
+        return float(np.sum(special.gammaln(r + y) - special.gammaln(r) - lgy + r * np.log(r / (r + mu))
+                            + y * np.log(np.maximum(mu, 1e-300) / (r + mu))))
 
     # the prior first (what a pure gamma-Poisson explains), then the residual dispersion given it
-    b0 = float(b_grid[int(np.argmax(loglik(b_grid, np.zeros_like(b_grid))))])
+    b0 = float(b_grid[int(np.argmax([loglik(b, 0.0) for b in b_grid]))])
     a_grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e2, 21)])
-    alpha = float(a_grid[int(np.argmax(loglik(np.full_like(a_grid, b0), a_grid)))])
+    alpha = float(a_grid[int(np.argmax([loglik(b0, a) for a in a_grid]))])
     return b0, alpha
 
 
