@@ -51,28 +51,45 @@ def _services(url: str | None = None, *, upgrade: bool = True):
     return svc
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """``ClickException`` of the click that typer runs on (typer >= 0.2x vendors its own copy, which plain
+    ``click.ClickException`` does not catch), and of click itself when installed."""
+    found: list[type[Exception]] = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning domain errors into messages and exit codes."""
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: an explicit typer.Exit comes back as its exit code (e.g. 0 after --help)
+        code = app(args=argv, standalone_mode=False)
     except UsegError as exc:
-        err_console.print(f"[red]error[/red] {exc.code}: {exc.detail}")
+        from rich.markup import escape
+
+        # the detail quotes user input (ids, paths, values): print it as text, never as markup
+        err_console.print(f"[red]error[/red] {exc.code}: {escape(str(exc.detail))}")
         errs = exc.extra.get("errors")
         if errs:
             for e in errs[:10]:
-                err_console.print(f"  row {e.get('row')}, field {e.get('field')}: {e.get('message')}")
+                err_console.print(escape(f"  row {e.get('row')}, field {e.get('field')}: {e.get('message')}"))
         sys.exit(2 if exc.status < 500 else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 # ---------------------------------------------------------------------------- serve / db
@@ -134,7 +151,8 @@ def _ingest(kind: str, file: Path, game: str, mapping, skip_invalid: bool, datab
     from ..ingest.mapping import parse_map_options
 
     svc = _services(database_url)
-    tz = svc.game_timezone(game)
+    # --timezone (naive timestamps of this file) overrides the game's zone; never passed twice
+    tz = kw.pop("timezone", None) or svc.game_timezone(game)
     ours = {"events": ["event_id", "player_id", "event_type", "timestamp", "value", "properties"],
             "daily": ["player_id", "date", "sessions", "playtime_minutes", "purchases", "spend", "social_events",
                       "night_playtime_minutes", "social_sessions"],
@@ -349,10 +367,18 @@ def keys_list(database_url: DbUrl = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: int, database_url: DbUrl = None) -> None:
-    """Revoke an API key by id."""
-    _services(database_url).revoke_api_key(key_id)
-    console.print(f"revoked key {key_id}")
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key's prefix or id (as in `useg keys list`), "
+                                                        "or the key itself")],
+                database_url: DbUrl = None) -> None:
+    """Revoke an API key by prefix, id or the key itself."""
+    svc = _services(database_url)
+    parts = key.split("_")
+    prefix = parts[1] if len(parts) >= 3 and parts[0] == "useg" else key
+    known = svc.list_api_keys()
+    if key.isdigit() and not any(k.get("key_prefix") == prefix for k in known):
+        prefix = next((k["key_prefix"] for k in known if str(k.get("id")) == key), prefix)
+    svc.revoke_api_key(prefix)
+    console.print(f"revoked key {prefix}")
 
 
 # ---------------------------------------------------------------------------- rollout / validate
