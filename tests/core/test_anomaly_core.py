@@ -180,3 +180,23 @@ def test_calibrator_of_an_all_zero_null_does_not_explode():
     fresh = -np.log10(rng.uniform(size=200000))
     for t in (2.0, 3.0):
         assert np.mean(cal(fresh) > t) == pytest.approx(10.0**-t, rel=0.5)
+
+
+def test_count_p_value_equals_scipy_stats_tails():
+    rng = np.random.default_rng(7)
+    n = 4000
+    mu = rng.lognormal(0.0, 1.5, n)
+    count = rng.poisson(mu * rng.lognormal(0.0, 0.7, n)).astype(float)
+    alpha = np.where(rng.random(n) < 0.3, 0.0, rng.lognormal(-1.0, 1.5, n))
+    p, sign = an.count_p_value(count, mu, alpha)
+    expected = np.empty(n)
+    pois = alpha < 1e-6
+    expected[pois] = 2 * np.minimum(stats.poisson.cdf(count[pois], mu[pois]),
+                                    stats.poisson.sf(count[pois] - 1, mu[pois]))
+    size = 1.0 / alpha[~pois]
+    prob = size / (size + mu[~pois])
+    expected[~pois] = 2 * np.minimum(stats.nbinom.cdf(count[~pois], size, prob),
+                                     stats.nbinom.sf(count[~pois] - 1, size, prob))
+    expected = np.maximum(np.minimum(expected, 1.0), an.P_FLOOR)
+    assert np.allclose(p, expected, rtol=1e-9, atol=1e-300)
+    assert np.array_equal(sign, np.sign(count - mu))

@@ -81,3 +81,14 @@ def test_validator_report_is_persisted(svc):
     again = svc.get_validation(GAME, report["id"])
     assert again["equivalence_rate"] == report["equivalence_rate"]
     assert svc.list_validations(GAME)[0]["id"] == report["id"]
+
+
+def test_validate_long_after_the_data_ends(svc):
+    """No default_as_of: the current window (now) is empty, so optional metrics are absent from it; the
+    validator reads them as 0 instead of failing (it raised KeyError: 'night_play_share')."""
+    svc.put_settings(GAME, {"default_as_of": None})
+    try:
+        report = svc.validate(GAME, sample=40)
+    finally:
+        svc.put_settings(GAME, {"default_as_of": AS_OF.isoformat()})
+    assert report["game_id"] == GAME and report["sample_size"] == 40

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 # Per universal axis: count signals (name of the window total) and continuous signals (metric names).
 COUNT_SIGNALS: dict[str, list[str]] = {
@@ -160,17 +160,23 @@ def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
     mu = np.maximum(np.asarray(mu, float), 1e-9)
     alpha = np.broadcast_to(np.asarray(alpha, float), mu.shape)
     p = np.empty_like(mu)
+    # the regularized incomplete gamma / beta functions directly (what scipy.stats evaluates, without
+    # its per-call distribution machinery: a single detect call makes a few dozen of these)
+    k = np.maximum(count, 0.0)
+    some = k >= 1
     pois = alpha < 1e-6
     if pois.any():
-        lo = stats.poisson.cdf(count[pois], mu[pois])
-        hi = stats.poisson.sf(count[pois] - 1, mu[pois])
+        kp, mp = k[pois], mu[pois]
+        lo = special.gammaincc(kp + 1.0, mp)  # P(X <= k)
+        hi = np.where(some[pois], special.gammainc(np.maximum(kp, 1.0), mp), 1.0)  # P(X >= k)
         p[pois] = np.minimum(1.0, 2.0 * np.minimum(lo, hi))
     nb = ~pois
     if nb.any():
         size = 1.0 / alpha[nb]
         prob = size / (size + mu[nb])
-        lo = stats.nbinom.cdf(count[nb], size, prob)
-        hi = stats.nbinom.sf(count[nb] - 1, size, prob)
+        kn = k[nb]
+        lo = special.betainc(size, kn + 1.0, prob)  # P(X <= k)
+        hi = np.where(some[nb], special.betainc(np.maximum(kn, 1.0), size, 1.0 - prob), 1.0)  # P(X >= k)
         p[nb] = np.minimum(1.0, 2.0 * np.minimum(lo, hi))
     return np.maximum(p, P_FLOOR), np.sign(count - mu)
 

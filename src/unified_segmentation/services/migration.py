@@ -167,14 +167,15 @@ class MigrationMixin:
         for pid in chosen:
             if pid not in cat_by or pid not in det_by or pid not in cur_rows:
                 continue
-            c = {m: float(cur_rows[pid][m] or 0.0) for m in cols}
-            t = {m: float(typ_rows[pid][m] or 0.0) for m in cols} if (typ_rows[pid]["exposure_days"] or 0) > 0 \
-                else {}
+            # a metric no row of the window knows (night play in a quiet window) is absent: read as 0
+            c = {m: float(cur_rows[pid].get(m) or 0.0) for m in cols}
+            typ_row = typ_rows.get(pid) or {}
+            t = {m: float(typ_row.get(m) or 0.0) for m in cols} if (typ_row.get("exposure_days") or 0) > 0 else {}
             fixed = BuiltinLegacy(lambda g, p, c=c, t=t: (c, t), model, clock=lambda: as_of_dt)
             legacy_prof = fixed.profile(game_id, pid)
             unified_prof = unified_to_compat(cat_by[pid], det_by[pid], t, timestamp=as_of_dt)
             pairs.append((legacy_prof, unified_prof))
-            lscore = float(model.score({m: np.array([c[m]]) for m in model.metrics},
+            lscore = float(model.score({m: np.array([c.get(m, 0.0)]) for m in model.metrics},
                                        {m: np.array([t.get(m, 0.0)]) for m in model.metrics})[0]) if t else 0.0
             scores.append((lscore, float(det_by[pid]["overall_score"])))
         report = validate(pairs, anomaly_scores=scores)
