@@ -176,6 +176,24 @@ def test_scaler_round_trip():
     assert np.array_equal(back.transform(X), sc.transform(X))
 
 
+def test_scaler_log_scale_is_the_median_positive_value():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.where(rng.random(2000) < 0.6, 0.0, rng.lognormal(-4, 1, 2000)), rng.normal(size=2000)])
+    sc = MetricScaler(metrics=["rate", "x"], log1p=[True, False]).fit(X)
+    assert sc.log_scale_[0] == pytest.approx(np.median(X[X[:, 0] > 0, 0]), rel=1e-12)
+    assert sc.log_scale_[1] == 1.0
+    # the analytic derivative matches a finite difference of the transform
+    x0 = X[X[:, 0] > 0][:5].copy()  # away from the floor at 0
+    h = 1e-7
+    num = (sc.transform(x0 + h) - sc.transform(x0 - h)) / (2 * h)
+    assert np.allclose(sc.derivative(x0), num, rtol=1e-5)
+    # a taxonomy stored before log scales existed keeps its plain log1p transform
+    old = sc.to_dict()
+    del old["log_scale"]
+    legacy = MetricScaler.from_dict(old)
+    assert legacy.transform(X[:3])[:, 0] == pytest.approx((np.log1p(X[:3, 0]) - sc.mean_[0]) / sc.scale_[0])
+
+
 def test_names_are_readable_ordered_unique():
     centers = [{"spend_per_day": s, "purchases_per_day": s / 10, "has_purchase": float(s > 0)}
                for s in (0.0, 3.0, 0.2, 1.0)]
