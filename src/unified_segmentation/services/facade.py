@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,17 +41,12 @@ from ..storage import migrate
 from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from ..storage.repositories import service as srepo
+from ._common import _check_id, _detection_rows, _local_date
 from .migration import MigrationMixin
 from .ops import OpsMixin
 from .requests import RequestPathMixin
 
 log = logging.getLogger("unified_segmentation.services")
-
-
-def _local_date(as_of: datetime, tz: str) -> date:
-    from zoneinfo import ZoneInfo
-
-    return as_of.astimezone(ZoneInfo(tz)).date()
 
 
 class Services(RequestPathMixin, MigrationMixin, OpsMixin):
@@ -631,11 +626,6 @@ def _key_public(info: dict | None) -> dict:
     return {k: v for k, v in info.items() if k != "key_hash"}
 
 
-def _check_id(value: Any, name: str) -> None:
-    if not isinstance(value, str) or not value or len(value) > 255:
-        raise InvalidInput(f"{name} must be a non-empty string of at most 255 characters", field=name)
-
-
 def _columnar(tax, ps) -> dict:
     """The compact answer of many players as columns: ``player_id``, ``confidence``, one list of primary
     segment names per axis, and the top-7 as two (n, 7) lists of axis and segment names (null-padded).
@@ -748,20 +738,6 @@ def typical_offset_rows(tax: GameBehavioralTaxonomy, daily: pl.DataFrame, first:
             "typical_exposure_days": e,
         }).with_columns(pl.lit(now).dt.cast_time_unit("us").alias("updated_at")))
     return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame()
-
-
-def _detection_rows(game_id, version, as_of_dt, res, dets, index=None) -> list[dict]:
-    now = datetime.now(UTC)
-    idx = range(len(dets)) if index is None else index
-    rows = []
-    for d, i in zip(dets, idx, strict=True):
-        rows.append({
-            "game_id": game_id, "player_id": d["player_id"], "taxonomy_version": version, "as_of": as_of_dt,
-            "detected_at": now, "is_anomalous": bool(res.is_anomalous[i]),
-            "overall_score": float(res.overall_score[i]), "surprise": float(res.surprise[i]),
-            "confidence": float(res.confidence[i]), "context": res.context, "axes": d["axes"],
-        })
-    return rows
 
 
 def _forbid(games: list[str] | None, game_id: str) -> None:

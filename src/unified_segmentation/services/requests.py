@@ -20,6 +20,7 @@ from ..game_settings import GameSettings
 from ..pipeline import detect_player_rows, detection_dict, profile_dict, score_player_rows
 from ..pipeline.data import resolve_as_of
 from ..storage.repositories import requests as rrepo
+from ._common import _check_id, _detection_rows, _local_date
 
 _SETTINGS_CACHE_MAX = 256
 
@@ -43,8 +44,6 @@ class RequestPathMixin:
 
     def _request_rows(self, game_id: str, player_id: str, as_of, version: int | None,
                       days: Callable[[GameSettings], int]):
-        from .facade import _local_date  # the facade imports this module
-
         dialect = self.engine.dialect
         dbapi_error = dialect.loaded_dbapi.Error
         raw = None
@@ -81,8 +80,6 @@ class RequestPathMixin:
 
     def categorize(self, game_id: str, player_id: str, *, as_of=None, taxonomy_version=None) -> dict:
         """One player's profile (what ``categorize_batch`` gives for ``[player_id]``)."""
-        from .facade import _check_id
-
         _check_id(player_id, "player_id")
         tax, as_of_dt, rows = self._request_rows(game_id, player_id, as_of, taxonomy_version,
                                                  lambda s: s.profile_days + 1)
@@ -99,8 +96,6 @@ class RequestPathMixin:
 
     def detect(self, game_id: str, player_id: str, *, as_of=None) -> dict:
         """One player's detection (as ``detect_batch``), persisted behind the answer by the background writer."""
-        from .facade import _check_id, _detection_rows
-
         _check_id(player_id, "player_id")
         tax, as_of_dt, rows = self._request_rows(game_id, player_id, as_of, None,
                                                  lambda s: s.current_days + s.typical_days + 1)
