@@ -103,7 +103,7 @@ def run_detection(taxonomy: GameBehavioralTaxonomy, daily: pl.DataFrame, as_of, 
         if missing:
             raise PlayerNotFound(f"unknown player(s): {', '.join(sorted(missing)[:5])}")
     pair = WindowPair(cur, align(frames["typical"], cur["player_id"]))
-    return _detect_pair(taxonomy, pair, as_of, s, shifts)
+    return _detect_pair(taxonomy, pair, _windows(as_of, s), s, shifts)
 
 
 def _windows(as_of, s: GameSettings) -> dict:
@@ -111,9 +111,9 @@ def _windows(as_of, s: GameSettings) -> dict:
                        current_days=s.current_days, typical_days=s.typical_days)
 
 
-def _detect_pair(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, as_of, s: GameSettings,
+def _detect_pair(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, wins: dict, s: GameSettings,
                  shifts: dict | None) -> DetectionResult:
-    ctx = window_context(_windows(as_of, s)["current"], s.holiday_country)
+    ctx = window_context(wins["current"], s.holiday_country)
     return detect(taxonomy, pair, context=ctx, shifts=shifts)
 
 
@@ -155,8 +155,7 @@ def detect_player_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of,
     if cur is None:
         raise PlayerNotFound(f"unknown player(s): {rows.players[0]}")
     typ = _player_frame(taxonomy, rows, wins["typical"], s, fill=True)
-    ctx = window_context(wins["current"], s.holiday_country)
-    return detect(taxonomy, WindowPair(cur, typ), context=ctx, shifts=shifts)
+    return _detect_pair(taxonomy, WindowPair(cur, typ), wins, s, shifts)
 
 
 def detections_frame(res: DetectionResult, *, detail: bool = False) -> pl.DataFrame:

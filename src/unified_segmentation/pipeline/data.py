@@ -90,7 +90,7 @@ class ArrayFrame:
     """Window features as numpy columns: the frame one request scores, without building a Polars frame.
 
     It answers the few questions the scoring code asks of a features frame: ``columns``, ``height``,
-    ``frame[name]`` (``player_id`` gives a list) and ``to_polars()``. :func:`column` reads it through
+    ``frame[name]`` (``player_id`` gives a list). :func:`column` reads it through
     a per-frame cache of float64 columns with NaN as 0.
     """
 
@@ -128,9 +128,6 @@ class ArrayFrame:
                     out = np.nan_to_num(out, nan=0.0)
             self._clean[name] = out
         return out
-
-    def to_polars(self) -> pl.DataFrame:
-        return pl.DataFrame({"player_id": pl.Series(self._ids, dtype=pl.String), **self._data})
 
 
 class _Ids(list):
