@@ -212,6 +212,53 @@ def test_load_daily_filters(db_session: Session, game: str) -> None:
     assert empty.height == 0 and empty.schema["date"] == pl.Date
 
 
+def test_load_daily_player_range(db_session: Session, game: str) -> None:
+    """A run of ids (``player_range``), alone or with a list; rows by player then date, custom counts
+    expanded (0 where a row has none), dates as Date, on both backends."""
+    d = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(3)]
+    ids = ["b", "a", "p9", "c", "p10", "b2"]
+    rows = [(p, day) for p in ids for day in reversed(d)]
+    frame = pl.DataFrame(
+        {
+            "player_id": [p for p, _ in rows],
+            "date": [day for _, day in rows],
+            "sessions": [float(i) for i in range(len(rows))],
+            "ev_quest": [float(i % 3) for i in range(len(rows))],
+            "ev_raid": [1.5 if p == "c" else 0.0 for p, _ in rows],
+        }
+    )
+    repo.upsert_daily(db_session, game, frame, mode="replace")
+    expected = frame.sort("player_id", "date").select("player_id", "date", "sessions", "ev_quest", "ev_raid")
+
+    got = repo.load_daily(db_session, game, start=d[1], player_range=("b", "p10"))
+    want = expected.filter(pl.col("player_id").is_in(["b", "b2", "c", "p10"]) & (pl.col("date") >= d[1]))
+    assert got.schema["date"] == pl.Date
+    assert got.columns == ["player_id", "date", *repo.DAILY_COLUMNS, "ev_quest", "ev_raid"]
+    assert_frame_equal(got.select(want.columns), want)
+    assert got["playtime_minutes"].to_list() == [0.0] * want.height
+    assert got["night_playtime_minutes"].to_list() == [None] * want.height
+
+    both = repo.load_daily(db_session, game, player_ids=["c", "b", "zz"], player_range=("b", "p10"))
+    assert_frame_equal(both.select(want.columns), expected.filter(pl.col("player_id").is_in(["b", "c"])))
+    assert both["ev_raid"].to_list() == [0.0] * 3 + [1.5] * 3
+
+    assert repo.load_daily(db_session, game, player_range=("q", "z")).height == 0
+    every = repo.load_daily(db_session, game)
+    assert_frame_equal(every.select(want.columns), expected)
+
+
+def test_sorted_by_player_date_sorts_only_when_needed() -> None:
+    from unified_segmentation.storage.repositories.activity import _sorted_by_player_date
+
+    d = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
+    ordered = pl.DataFrame({"player_id": ["a", "a", "b", "b10", "b2"], "date": [d[0], d[1], d[1], d[0], d[0]]})
+    assert _sorted_by_player_date(ordered) is ordered
+    for shuffled in (ordered.reverse(), ordered[[1, 0, 2, 3, 4]], ordered[[0, 1, 2, 4, 3]]):
+        assert_frame_equal(_sorted_by_player_date(shuffled), ordered)
+    repeated = ordered[[0, 0, 1]]  # a repeated (player, date) is not "in order": sorted, stays equal
+    assert_frame_equal(_sorted_by_player_date(repeated), ordered[[0, 0, 1]])
+
+
 def test_players_first_seen(db_session: Session, game: str) -> None:
     _ingest(db_session, _events())
     first = repo.players_first_seen(db_session, game)

@@ -401,7 +401,10 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         def read(part: list[str]) -> pl.DataFrame:
             t = time.perf_counter()
             with self.Session() as session:
-                daily = repo.load_daily(session, game_id, start=start, end=end, player_ids=part)
+                # ``part`` is a run of the ids in the database's order: read that run of the key
+                daily = repo.load_daily(
+                    session, game_id, start=start, end=end, player_ids=part, player_range=(part[0], part[-1])
+                )
             timings["read_s"] += time.perf_counter() - t
             return daily
 
