@@ -198,3 +198,34 @@ def test_copy_out_matches_psycopg_iteration(db_session: Session, game: str) -> N
         assert fast == bytes(slow) and fast.count(b"\n") == 2_000
         with pytest.raises(Exception, match="division by zero"):
             _pgcopy.copy_out(cursor, "COPY (SELECT 1 / (count(*) - count(*)) FROM players) TO STDOUT")
+
+
+def test_prepared_writes_replace_like_bulk_writes(db_session: Session, game: str) -> None:
+    """``prepare_*`` (encoded for the binary COPY on PostgreSQL) then ``write_prepared`` in the unit of
+    work: the same rows as ``bulk_write_*``, replacing only the prepared players' rows, ids with quotes,
+    backslashes, commas and braces included (the DELETE's array literal)."""
+    odd = ['q"uote', "back\\slash", "com,ma", "{brace}", "plain"]
+    types = repo.pg_copy_types(db_session)
+    assert (types is None) == (db_session.get_bind().dialect.name == "sqlite")
+    if types is not None:
+        assert types["player_segment_memberships"]["position_offset"] == "jsonb"
+    first = repo.prepare_memberships(game, 1, _memberships(odd), pg_types=types)
+    assert (first.payload is not None) == (types is not None) and first.height == 20
+    assert sorted(first.players.to_list()) == sorted(odd)
+    assert repo.write_prepared(db_session, first) == 20
+    offsets = _memberships(odd).select("player_id", "axis", "segment_id").unique(["player_id", "axis"])
+    assert repo.write_prepared(db_session, repo.prepare_offsets(game, 1, offsets, pg_types=types)) == 10
+
+    # rewrite two of them with one segment per axis: the others keep theirs
+    again = repo.prepare_memberships(game, 1, _memberships(odd[:2], segments_per_axis=1), pg_types=types)
+    assert repo.write_prepared(db_session, again) == 4
+    loaded = repo.load_memberships(db_session, game, 1)
+    counts = dict(loaded.group_by("player_id").len().iter_rows())
+    assert counts == {odd[0]: 2, odd[1]: 2, odd[2]: 4, odd[3]: 4, odd[4]: 4}
+    expected = _memberships(odd[:2], segments_per_axis=1).sort("player_id", "axis", "segment_id")
+    got = loaded.filter(pl.col("player_id").is_in(odd[:2])).sort("player_id", "axis", "segment_id")
+    for col in ("player_id", "axis", "segment_id", "membership_strength", "typicality", "is_primary"):
+        assert got[col].to_list() == expected[col].to_list()
+    assert [json.loads(s) for s in got["position_offset"]] == [json.loads(s) for s in expected["position_offset"]]
+    assert repo.load_offsets(db_session, game, 1).height == 10
+    assert repo.write_prepared(db_session, repo.prepare_memberships(game, 1, _memberships(["x"]).clear())) == 0

@@ -379,8 +379,9 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         """Score every known player, persist memberships and typical offsets in bulk.
 
         Players go in chunks of ``chunk`` (in player order) through a three-stage pipeline: one thread
-        reads the next chunk's daily rows while this one scores the current chunk and builds its rows,
-        and a writer thread replaces the previous chunk's rows (one unit of work per chunk, as before).
+        reads the next chunk's daily rows while this one scores the current chunk and builds its rows
+        (conformed, sorted and, on PostgreSQL, encoded for the binary ``COPY``), and a writer thread
+        replaces the previous chunk's rows (one unit of work per chunk, as before; it only sends bytes).
         On PostgreSQL the server's read and write work and the scoring thus overlap instead of adding
         up (default chunk 25,000); SQLite works in this process, so it gets large chunks (100,000).
         Results do not depend on the chunk size.
@@ -392,6 +393,7 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         with self.Session() as session:
             s, tax, as_of_dt = self._prepare(session, game_id, as_of)
             first = repo.players_first_seen(session, game_id)
+            pg_types = repo.pg_copy_types(session)
         end = _local_date(as_of_dt, s.timezone)
         start = end - timedelta(days=max(s.profile_days, s.current_days + s.typical_days) + 1)
         ids = first["player_id"].to_list()
@@ -408,11 +410,11 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             timings["read_s"] += time.perf_counter() - t
             return daily
 
-        def write(frame: pl.DataFrame, offsets: pl.DataFrame) -> int:
+        def write(frame: repo.PreparedRows, offsets: repo.PreparedRows) -> int:
             t = time.perf_counter()
             with self._uow() as session:
-                repo.bulk_write_memberships(session, game_id, tax.taxonomy_version, frame)
-                repo.bulk_write_offsets(session, game_id, tax.taxonomy_version, offsets)
+                repo.write_prepared(session, frame)
+                repo.write_prepared(session, offsets)
             timings["write_s"] += time.perf_counter() - t
             return frame.height + offsets.height
 
@@ -428,8 +430,12 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
                 fpart = first.filter(pl.col("player_id").is_in(pl.Series(part, dtype=pl.String).implode()))
                 ps = score_profiles(tax, sub, as_of_dt, first=fpart)
                 t1 = time.perf_counter()
-                frame = membership_rows(tax, ps)
-                offsets = typical_offset_rows(tax, sub, fpart, as_of_dt)
+                # rows conformed, sorted and (PostgreSQL) encoded here: the writer only sends them
+                version = tax.taxonomy_version
+                frame = repo.prepare_memberships(game_id, version, membership_rows(tax, ps), pg_types=pg_types)
+                offsets = repo.prepare_offsets(
+                    game_id, version, typical_offset_rows(tax, sub, fpart, as_of_dt), pg_types=pg_types
+                )
                 timings["score_s"] += t1 - t
                 timings["rows_s"] += time.perf_counter() - t1
                 if pending_write is not None:

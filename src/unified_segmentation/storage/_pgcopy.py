@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["copy_frame_binary", "copy_out", "encode_rows", "pg_table_types"]
+__all__ = ["copy_encoded", "copy_frame_binary", "copy_out", "encode_rows", "pg_table_types"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -191,6 +191,18 @@ def copy_frame_binary(cursor: Any, table: str, frame: pl.DataFrame, types: dict[
         raise
     copy_cm.__exit__(None, None, None)
     return frame.height
+
+
+def copy_encoded(cursor: Any, table: str, columns: Sequence[str], payload: np.ndarray, rows: int) -> int:
+    """``COPY table (columns) FROM STDIN (FORMAT binary)`` of rows already encoded by :func:`encode_rows`
+    (``payload``, ``columns`` as it returned them); returns ``rows``."""
+    quoted = '"' + table.replace('"', '""') + '"'
+    col_sql = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    with cursor.copy(f"COPY {quoted} ({col_sql}) FROM STDIN (FORMAT binary)") as copy:
+        copy.write(HEADER)
+        _write(copy, payload)
+        copy.write(TRAILER)
+    return rows
 
 
 def _write(copy: Any, payload: np.ndarray, chunk: int = 1 << 20) -> None:

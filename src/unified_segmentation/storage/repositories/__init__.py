@@ -48,10 +48,15 @@ from .games import (
 from .memberships import (
     MEMBERSHIP_SCHEMA,
     OFFSET_SCHEMA,
+    PreparedRows,
     bulk_write_memberships,
     bulk_write_offsets,
     load_memberships,
     load_offsets,
+    pg_copy_types,
+    prepare_memberships,
+    prepare_offsets,
+    write_prepared,
 )
 from .plumbing import (
     create_api_key,
@@ -97,6 +102,7 @@ __all__ = [
     "ROLLOUT_FIELDS",
     "AnomalyPage",
     "InsertedEvents",
+    "PreparedRows",
     "activate_version",
     "active_version",
     "add_shadow_comparison",
@@ -138,8 +144,11 @@ __all__ = [
     "load_taxonomy",
     "lock_game",
     "next_version",
+    "pg_copy_types",
     "player_exists",
     "players_first_seen",
+    "prepare_memberships",
+    "prepare_offsets",
     "purge_events",
     "purge_expired_events",
     "purge_idempotency",
@@ -155,4 +164,5 @@ __all__ = [
     "upsert_daily",
     "upsert_outcomes",
     "upsert_players",
+    "write_prepared",
 ]

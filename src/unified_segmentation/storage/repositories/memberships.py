@@ -4,12 +4,19 @@ A write replaces, for one taxonomy version, all stored rows of the players prese
 their rows are deleted and the new ones appended, in primary-key order, with a binary ``COPY``
 encoded column by column (PostgreSQL, :mod:`.._pgcopy`) or one ``executemany`` (SQLite), under a
 lock per (game, version) so concurrent writers of the same players queue instead of colliding.
+
+A write can be prepared apart from its unit of work (:func:`prepare_memberships`,
+:func:`prepare_offsets`, then :func:`write_prepared`): the rows are conformed, sorted and, on
+PostgreSQL, encoded for the binary ``COPY`` beforehand, so a writer thread holding the transaction
+only sends bytes (``Services.categorize_all`` prepares the next chunk while the previous one is sent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 from sqlalchemy.orm import Session
 
@@ -19,10 +26,15 @@ from ..models import PlayerSegmentMembership, PlayerTypicalOffset, utcnow
 __all__ = [
     "MEMBERSHIP_SCHEMA",
     "OFFSET_SCHEMA",
+    "PreparedRows",
     "bulk_write_memberships",
     "bulk_write_offsets",
     "load_memberships",
     "load_offsets",
+    "pg_copy_types",
+    "prepare_memberships",
+    "prepare_offsets",
+    "write_prepared",
 ]
 
 #: Frame accepted by :func:`bulk_write_memberships` and returned by :func:`load_memberships`.
@@ -84,33 +96,111 @@ def _conform(
     return frame.select(exprs)
 
 
-def _replace_rows(
-    session: Session, table: str, game_id: str, version: int, frame: pl.DataFrame, order: Sequence[str]
-) -> int:
-    if frame.height == 0:
-        return 0
-    kind = _bulk.dialect(session)
-    session.flush()
-    _bulk.lock(session, f"useg:{table}:{game_id}:{version}")
-    players = frame["player_id"].unique().to_list()
-    p = _bulk.param(kind)
-    cond, value = _bulk.in_list(kind, "player_id", players)
+#: Up to this many rows a prepared write is encoded at once; beyond, it is encoded and sent in blocks
+#: while writing (memory stays bounded).
+PREPARE_MAX_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows ready to replace the stored rows of their players in ``table`` for one version.
+
+    ``rows``: the table's columns, in primary-key order. ``payload``: the same rows in binary
+    ``COPY`` layout (columns ``columns``) when prepared for PostgreSQL, else ``None``.
+    """
+
+    table: str
+    game_id: str
+    version: int
+    players: pl.Series
+    rows: pl.DataFrame
+    columns: list[str] | None = None
+    payload: np.ndarray | None = None
+
+    @property
+    def height(self) -> int:
+        return self.rows.height
+
+
+def pg_copy_types(session: Session) -> dict[str, dict[str, str]] | None:
+    """The server's column types of the two tables (to prepare PostgreSQL writes); ``None`` on SQLite."""
+    if _bulk.dialect(session) != "postgresql":
+        return None
+    tables = (PlayerSegmentMembership.__tablename__, PlayerTypicalOffset.__tablename__)
     with _bulk.dbapi_cursor(session) as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} WHERE game_id = {p} AND taxonomy_version = {p} AND {cond}",
-            (game_id, version, value),
-        )
-    rows = frame.select(
+        return {t: _pgcopy.pg_table_types(cursor, t) for t in tables}
+
+
+def _prepare(
+    table: str,
+    game_id: str,
+    version: int,
+    rows: pl.DataFrame,
+    order: Sequence[str],
+    pg_types: dict[str, dict[str, str]] | None,
+) -> PreparedRows:
+    players = rows["player_id"].unique()
+    rows = rows.select(
         pl.lit(game_id, dtype=pl.String).alias("game_id"),
         pl.lit(version, dtype=pl.Int64).alias("taxonomy_version"),
         pl.all(),
     )
     # Primary-key order: one ordered pass over the index instead of random inserts.
     rows = rows.sort(list(order))
-    if kind == "postgresql":
-        with _bulk.dbapi_cursor(session) as cursor:
-            return _pgcopy.copy_frame_binary(cursor, table, rows)
-    return _bulk.insert_frame(session, table, rows)
+    columns = payload = None
+    if pg_types is not None and 0 < rows.height <= PREPARE_MAX_ROWS:
+        columns, payload = _pgcopy.encode_rows(rows, pg_types[table])
+    return PreparedRows(table, game_id, version, players, rows, columns, payload)
+
+
+def _pg_text_array(values: pl.Series) -> str:
+    """A PostgreSQL ``text[]`` literal of non-null strings (each quoted, ``\\`` and ``"`` escaped)."""
+    quoted = values.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    return "{" + ('"' + quoted + '"').str.join(",").item() + "}"
+
+
+def write_prepared(session: Session, prepared: PreparedRows) -> int:
+    """Replace the stored rows of the prepared rows' players (one version) by them; returns rows written."""
+    if prepared.height == 0:
+        return 0
+    table = prepared.table
+    kind = _bulk.dialect(session)
+    session.flush()
+    _bulk.lock(session, f"useg:{table}:{prepared.game_id}:{prepared.version}")
+    p = _bulk.param(kind)
+    if kind == "postgresql":  # the ids as one array literal built by Polars (no Python object per id)
+        cond, value = "player_id = ANY(%s::text[])", _pg_text_array(prepared.players)
+    else:
+        cond, value = _bulk.in_list(kind, "player_id", prepared.players.to_list())
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE game_id = {p} AND taxonomy_version = {p} AND {cond}",
+            (prepared.game_id, prepared.version, value),
+        )
+    if kind != "postgresql":
+        return _bulk.insert_frame(session, table, prepared.rows)
+    with _bulk.dbapi_cursor(session) as cursor:
+        if prepared.payload is not None and prepared.columns is not None:
+            return _pgcopy.copy_encoded(cursor, table, prepared.columns, prepared.payload, prepared.height)
+        return _pgcopy.copy_frame_binary(cursor, table, prepared.rows)
+
+
+def prepare_memberships(
+    game_id: str, version: int, frame: pl.DataFrame, *, pg_types: dict[str, dict[str, str]] | None = None
+) -> PreparedRows:
+    """:func:`bulk_write_memberships`' rows, prepared for :func:`write_prepared` (``pg_types`` from
+    :func:`pg_copy_types` on PostgreSQL: the rows are then encoded for the binary ``COPY`` too)."""
+    rows = _conform(frame, MEMBERSHIP_SCHEMA, _MEMBERSHIP_REQUIRED, "last_updated")
+    table = PlayerSegmentMembership.__tablename__
+    return _prepare(table, game_id, version, rows, ("player_id", "segment_id"), pg_types)
+
+
+def prepare_offsets(
+    game_id: str, version: int, frame: pl.DataFrame, *, pg_types: dict[str, dict[str, str]] | None = None
+) -> PreparedRows:
+    """:func:`bulk_write_offsets`' rows, prepared for :func:`write_prepared` (see :func:`prepare_memberships`)."""
+    rows = _conform(frame, OFFSET_SCHEMA, _OFFSET_REQUIRED, "updated_at")
+    return _prepare(PlayerTypicalOffset.__tablename__, game_id, version, rows, ("player_id", "axis"), pg_types)
 
 
 def bulk_write_memberships(session: Session, game_id: str, version: int, frame: pl.DataFrame) -> int:
@@ -119,10 +209,7 @@ def bulk_write_memberships(session: Session, game_id: str, version: int, frame: 
     ``frame``: :data:`MEMBERSHIP_SCHEMA` columns (``player_id, axis, segment_id,
     membership_strength`` required; ``last_updated`` defaults to now). One row per (player, segment).
     """
-    rows = _conform(frame, MEMBERSHIP_SCHEMA, _MEMBERSHIP_REQUIRED, "last_updated")
-    return _replace_rows(
-        session, PlayerSegmentMembership.__tablename__, game_id, version, rows, ("player_id", "segment_id")
-    )
+    return write_prepared(session, prepare_memberships(game_id, version, frame))
 
 
 def bulk_write_offsets(session: Session, game_id: str, version: int, frame: pl.DataFrame) -> int:
@@ -130,10 +217,7 @@ def bulk_write_offsets(session: Session, game_id: str, version: int, frame: pl.D
 
     ``frame``: :data:`OFFSET_SCHEMA` columns, one row per (player, axis).
     """
-    rows = _conform(frame, OFFSET_SCHEMA, _OFFSET_REQUIRED, "updated_at")
-    return _replace_rows(
-        session, PlayerTypicalOffset.__tablename__, game_id, version, rows, ("player_id", "axis")
-    )
+    return write_prepared(session, prepare_offsets(game_id, version, frame))
 
 
 def _load(
