@@ -9,7 +9,7 @@ import threading
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from unified_segmentation.storage import repositories as repo
@@ -245,6 +245,49 @@ def test_load_daily_player_range(db_session: Session, game: str) -> None:
     assert repo.load_daily(db_session, game, player_range=("q", "z")).height == 0
     every = repo.load_daily(db_session, game)
     assert_frame_equal(every.select(want.columns), expected)
+
+
+def test_range_read_planner_settings_end_with_the_transaction(
+    db_sessionmaker: sessionmaker[Session], game: str
+) -> None:
+    """The range read steers the PostgreSQL planner to the key for its own transaction only."""
+    with db_sessionmaker() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return
+        repo.load_daily(session, game, player_range=("a", "b"))
+        assert session.execute(text("SHOW enable_seqscan")).scalar_one() == "off"
+        session.rollback()
+        assert session.execute(text("SHOW enable_seqscan")).scalar_one() == "on"
+        assert session.execute(text("SHOW enable_bitmapscan")).scalar_one() == "on"
+
+
+def test_binary_copy_read_decodes_every_type(db_session: Session, game: str) -> None:
+    """``read_binary`` returns what the CSV read returns: NULL floats and texts stay null, negative
+    and extreme values, non-ASCII text and empty strings survive; a wrong schema is an error."""
+    from unified_segmentation.storage import _bulk
+
+    if _bulk.dialect(db_session) != "postgresql":
+        return
+    query = (
+        "SELECT * FROM (VALUES ('é☃'::text, -3::int4, -2.5e-300::float8, NULL::float8, 7::int8, NULL::text),"
+        " (''::text, 2147483647::int4, 'infinity'::float8, 1.0::float8, -9007199254740993::int8, 'x'::text),"
+        " (NULL::text, 0::int4, 0.1::float8, -0.0::float8, 0::int8, '{\"a\": 1}'::text)) AS t"
+    )
+    schema = {"s": pl.String(), "i": pl.Int32(), "f": pl.Float64(), "g": pl.Float64(), "l": pl.Int64(),
+              "j": pl.String()}
+    got = _bulk.read_binary(db_session, query, None, schema)
+    want = pl.DataFrame(
+        {"s": ["é☃", "", None], "i": [-3, 2147483647, 0], "f": [-2.5e-300, float("inf"), 0.1],
+         "g": [None, 1.0, -0.0], "l": [7, -9007199254740993, 0], "j": [None, "x", '{"a": 1}']},
+        schema=schema,
+    )
+    assert_frame_equal(got, want)
+    assert_frame_equal(_bulk.read_query(db_session, query, None, schema), want)
+    assert _bulk.read_binary(db_session, query + " WHERE false", None, schema).shape == (0, 6)
+    with pytest.raises(ValueError, match="does not match the schema"):
+        _bulk.read_binary(db_session, query, None, {**schema, "l": pl.Int32()})
+    with pytest.raises(TypeError, match="does not decode"):
+        _bulk.read_binary(db_session, query, None, {**schema, "i": pl.Date()})
 
 
 def test_sorted_by_player_date_sorts_only_when_needed() -> None:

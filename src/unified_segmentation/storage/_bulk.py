@@ -230,6 +230,17 @@ def read_query(
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
+def read_binary(
+    session: Session, query: str, params: Sequence[Any] | None, schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    """PostgreSQL only: :func:`read_query` through a binary ``COPY``, for queries whose columns are
+    text, int4, int8 or float8 exactly as ``schema`` declares them (:func:`._pgcopy.read_binary`)."""
+    from ._pgcopy import read_binary
+
+    with dbapi_cursor(session) as cursor:
+        return read_binary(cursor, query, params, schema)
+
+
 def parse_temporal(
     frame: pl.DataFrame, dates: Iterable[str] = (), datetimes: Iterable[str] = ()
 ) -> pl.DataFrame:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["copy_encoded", "copy_frame_binary", "copy_out", "encode_rows", "pg_table_types"]
+__all__ = ["copy_encoded", "copy_frame_binary", "copy_out", "encode_rows", "pg_table_types", "read_binary"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -256,3 +256,60 @@ def copy_out(cursor: Any, statement: str, params: Sequence[Any] | dict[str, Any]
         if results[0].status != ExecStatus.COMMAND_OK:
             raise errors.error_from_result(results[0], encoding=encoding)
     return bytes(buf)
+
+
+# field widths of the binary COPY values :func:`read_binary` decodes, by the Polars type asked for
+_READ_WIDTH: dict[type[pl.DataType], int] = {pl.String: 0, pl.Int32: 4, pl.Int64: 8, pl.Float64: 8}
+
+
+def read_binary(cursor: Any, query: str, params: Sequence[Any] | dict[str, Any] | None,
+                schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The rows of ``query`` through ``COPY (query) TO STDOUT (FORMAT binary)``, decoded column by
+    column into a frame of ``schema`` (no text formatting on the server, no CSV parsing here).
+
+    ``schema`` names the selected columns in order, each ``pl.String`` (text, varchar: the query
+    casts JSON to text), ``pl.Int32`` (int4), ``pl.Int64`` (int8) or ``pl.Float64`` (float8); the
+    query must select exactly those server types (a mismatch raises ``ValueError``). NULLs stay nulls.
+    """
+    import pyarrow as pa
+
+    from ._pgcopy_numba import count_rows, gather, parse_rows
+
+    widths = []
+    for name, dtype in schema.items():
+        width = _READ_WIDTH.get(dtype.base_type() if isinstance(dtype, pl.DataType) else dtype)
+        if width is None:
+            raise TypeError(f"read_binary does not decode {dtype} (column {name!r})")
+        widths.append(width)
+    data = copy_out(cursor, f"COPY ({query}) TO STDOUT (FORMAT binary)", params)
+    if len(data) < 19 or data[:11] != HEADER[:11]:
+        raise ValueError("not a binary COPY stream")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    start = 19 + int.from_bytes(data[15:19], "big")
+    n = count_rows(buf, start)
+    kinds = np.asarray(widths, dtype=np.int64)
+    k = len(widths)
+    raw = np.zeros((k, n), dtype=np.uint64)
+    nulls = np.zeros((k, n), dtype=np.bool_)
+    var_start = np.zeros((k, n), dtype=np.int64)
+    var_len = np.zeros((k, n), dtype=np.int64)
+    bad = parse_rows(buf, start, n, kinds, raw, nulls, var_start, var_len)
+    if bad >= 0:
+        raise ValueError(f"row {bad} of the COPY does not match the schema {list(schema)}")
+    arrays = []
+    for f, (dtype, width) in enumerate(zip(schema.values(), widths, strict=True)):
+        mask = nulls[f]
+        null_count = int(mask.sum())
+        if width == 0:
+            offsets, chars = gather(buf, var_start[f], var_len[f], mask)
+            bitmap = pa.py_buffer(np.packbits(~mask, bitorder="little")) if null_count else None
+            arrays.append(pa.LargeStringArray.from_buffers(
+                n, pa.py_buffer(offsets), pa.py_buffer(chars), bitmap, null_count))
+            continue
+        values = raw[f]
+        if width == 4:
+            values = values.astype(np.uint32).view(np.int32)
+        else:
+            values = values.view(np.float64 if dtype == pl.Float64 else np.int64)
+        arrays.append(pa.array(values, mask=mask if null_count else None))
+    return pl.from_arrow(pa.Table.from_arrays(arrays, names=list(schema))).cast(schema)
