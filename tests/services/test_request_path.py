@@ -102,3 +102,41 @@ def test_errors_name_what_is_missing(svc):
         [{"player_id": "a", "event_type": "session", "timestamp": AS_OF.isoformat(), "value": 60.0}]))
     with pytest.raises(NoTaxonomy, match="uncalibrated"):
         services.categorize("uncalibrated", "a")
+
+
+def test_a_settings_change_moves_the_window_read(svc):
+    """Reads use the window of the settings last seen and re-read when the stored settings differ."""
+    services, _game, daily = svc
+    pid = _players(daily.truth["player_id"].to_list(), 3)[1]
+    services.categorize(DAILY_GAME, pid)  # the settings as they are now are remembered
+    before = services.get_settings(DAILY_GAME)["default_as_of"]
+    moved = (datetime.fromisoformat(before) - timedelta(days=10)).isoformat()
+    services.put_settings(DAILY_GAME, {"default_as_of": moved})
+    try:
+        one = services.categorize(DAILY_GAME, pid)
+        assert datetime.fromisoformat(one["as_of"]) == datetime.fromisoformat(moved)
+        _same(services.categorize_batch(DAILY_GAME, [pid])["profiles"][0], one, pid)
+        _same(services.detect_batch(DAILY_GAME, [pid])["detections"][0], services.detect(DAILY_GAME, pid), pid)
+    finally:
+        services.put_settings(DAILY_GAME, {"default_as_of": before})
+
+
+def test_a_dropped_read_connection_is_replaced(svc, monkeypatch):
+    """A read connection the server dropped (a restart) fails once inside the call, which reads again on a
+    fresh connection; disposing of the engine closes the idle ones."""
+    services, game, _daily = svc
+    reads = services._read_connections()
+    first = services.categorize(EVENTS_GAME, "test_player", as_of=AS_OF)
+    assert len(reads._idle) == 1
+    connects = []
+    connect = reads._connect
+    monkeypatch.setattr(reads, "_connect", lambda: connects.append(1) or connect())
+    if reads.kind == "postgresql":
+        with services.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    _same(first, services.categorize(EVENTS_GAME, "test_player", as_of=AS_OF))
+    assert len(connects) == (1 if reads.kind == "postgresql" else 0)
+    services.engine.dispose()
+    assert not reads._idle
+    _same(first, services.categorize(EVENTS_GAME, "test_player", as_of=AS_OF))

@@ -1,15 +1,20 @@
-"""The per-request read path: one player's state and daily rows in two indexed queries, no Polars.
+"""The per-request read path: one player's state and daily rows in one indexed statement, no Polars.
 
 A single categorize or detect call is dominated by fixed costs, so this path skips the ORM, the
-SQLAlchemy result layer and the frame construction of :func:`load_daily`: it runs two statements on a
-pooled DBAPI connection
-and hands the rows to the feature code as :class:`~unified_segmentation.features.DailyRows`. It reads
-exactly the rows :func:`load_daily` would read for that player and window, so both paths agree.
+SQLAlchemy result layer and the frame construction of :func:`load_daily`. :func:`request_read` runs one
+statement on a DBAPI connection (the game's settings, active version and the player's first activity,
+then the player's daily rows of a window, as one ``UNION ALL``: one round trip, one snapshot) and hands
+the rows to the feature code as :class:`~unified_segmentation.features.DailyRows`. The window depends on
+the game's settings, so the caller passes the window of the settings it last saw and checks the
+settings that come back; :func:`request_state` + :func:`player_daily_rows` (two statements) serve the
+first call of a game and a call that finds the settings changed. Both read exactly the rows
+:func:`load_daily` would read for that player and window, so the request and batch paths agree.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -34,43 +39,102 @@ class RequestState:
     first_seen: dt.date | None  # None: the player is unknown in this game
 
 
+def _day_sql(kind: str, column: str) -> str:
+    """A date column as its epoch day number (an integer), whatever the server's DateStyle."""
+    if kind == "postgresql":
+        return f"({column} - DATE '1970-01-01')"
+    return f"CAST(julianday({column}) - 2440587.5 AS INTEGER)"  # SQLite stores YYYY-MM-DD text
+
+
+def _state_select(kind: str, g: str, p: str, padding: str = "") -> str:
+    return (
+        f"{_bulk.sql_json(kind, 'gm.settings')}, t.active_version, "
+        f"(SELECT {_day_sql(kind, 'pl.first_seen')} FROM players pl "
+        f"WHERE pl.game_id = gm.game_id AND pl.player_id = {p}){padding} "
+        "FROM games gm LEFT JOIN game_behavioral_taxonomy t ON t.game_id = gm.game_id "
+        f"WHERE gm.game_id = {g}"
+    )
+
+
+def _daily_select(kind: str, g: str, p: str, s: str, e: str) -> str:
+    return (
+        f"{_day_sql(kind, 'date')}, {', '.join(DAILY_COLUMNS)}, {_bulk.sql_json(kind, 'custom')} "
+        f"FROM daily_activity WHERE game_id = {g} AND player_id = {p} AND date >= {s} AND date <= {e}"
+    )
+
+
 @lru_cache(maxsize=4)
 def _state_sql(kind: str) -> str:
-    p = _bulk.param(kind)
-    return (
-        f"SELECT {_bulk.sql_json(kind, 'g.settings')}, t.active_version, "
-        f"(SELECT {_bulk.sql_date(kind, 'pl.first_seen')} FROM players pl "
-        f"WHERE pl.game_id = g.game_id AND pl.player_id = {p}) "
-        "FROM games g LEFT JOIN game_behavioral_taxonomy t ON t.game_id = g.game_id "
-        f"WHERE g.game_id = {p}"
-    )
+    """``settings, active_version, first-seen day`` (no row: no such game)."""
+    q = _bulk.param(kind)
+    return f"SELECT {_state_select(kind, q, q)}"
 
 
 @lru_cache(maxsize=4)
 def _daily_sql(kind: str) -> str:
-    p = _bulk.param(kind)
+    """``day, *DAILY_COLUMNS, custom`` of one player's rows in a window, by day."""
+    q = _bulk.param(kind)
+    return f"SELECT {_daily_select(kind, q, q, q, q)} ORDER BY date"
+
+
+@lru_cache(maxsize=4)
+def _read_sql(kind: str) -> str:
+    """The state row (tag 0: ``settings, active_version, first-seen day``, the value columns NULL) then the
+    daily rows (tag 1: ``NULL, NULL, day, *DAILY_COLUMNS, custom``), by tag and day."""
+    if kind == "postgresql":
+        g, p, s, e = "%(g)s", "%(p)s", "%(s)s", "%(e)s"
+        nulls = ", ".join("NULL::float8" for _ in DAILY_COLUMNS)
+        text_null, int_null = "NULL::text", "NULL::integer"
+    else:
+        g, p, s, e = ":g", ":p", ":s", ":e"
+        nulls = ", ".join("NULL" for _ in DAILY_COLUMNS)
+        text_null = int_null = "NULL"
     return (
-        f"SELECT {_bulk.sql_date(kind, 'date')}, {', '.join(DAILY_COLUMNS)}, {_bulk.sql_json(kind, 'custom')} "
-        f"FROM daily_activity WHERE game_id = {p} AND player_id = {p} AND date >= {p} AND date <= {p} "
-        "ORDER BY date"
+        f"SELECT 0, {_state_select(kind, g, p, f', {nulls}, {text_null}')} "
+        f"UNION ALL SELECT 1, {text_null}, {int_null}, {_daily_select(kind, g, p, s, e)} "
+        "ORDER BY 1, 4"
     )
+
+
+def _state(settings: Any, active: Any, first_day: Any) -> RequestState:
+    if not isinstance(settings, str):  # a driver that decoded the JSON itself
+        settings = orjson.dumps(settings or {}).decode()
+    first = None if first_day is None else dt.date.fromordinal(int(first_day) + _EPOCH_ORDINAL)
+    return RequestState(settings or "{}", None if active is None else int(active), first)
 
 
 def request_state(cursor: Any, kind: str, game_id: str, player_id: str) -> RequestState | None:
     """The game's settings and active version and the player's first activity; ``None``: no such game.
 
-    ``cursor`` is a DBAPI cursor of a pooled connection (``engine.raw_connection().cursor()``) and
+    ``cursor`` is a DBAPI cursor (of ``engine.raw_connection()``, or a dedicated read connection) and
     ``kind`` its dialect name (``"postgresql"`` / ``"sqlite"``).
     """
     cursor.execute(_state_sql(kind), (player_id, game_id))
     row = cursor.fetchone()
-    if row is None:
-        return None
-    settings, active, first = row
-    if not isinstance(settings, str):  # a driver that decoded the JSON itself
-        settings = orjson.dumps(settings or {}).decode()
-    return RequestState(settings or "{}", None if active is None else int(active),
-                        dt.date.fromisoformat(first) if first else None)
+    return None if row is None else _state(*row)
+
+
+def request_read(cursor: Any, kind: str, game_id: str, player_id: str, start: dt.date, end: dt.date
+                 ) -> tuple[RequestState | None, DailyRows | None]:
+    """:func:`request_state` and :func:`player_daily_rows` (``start <= date <= end``) in one statement.
+
+    Returns ``(None, None)`` when there is no such game and ``(state, None)`` when the player is unknown.
+    The caller checks that ``state.settings_json`` gives the window it asked for. On PostgreSQL the
+    statement is prepared on its connection at first use.
+    """
+    params = {"g": game_id, "p": player_id, "s": _bulk.date_param(kind, start), "e": _bulk.date_param(kind, end)}
+    if kind == "postgresql":
+        cursor.execute(_read_sql(kind), params, prepare=True)
+    else:
+        cursor.execute(_read_sql(kind), params)
+    rows = cursor.fetchall()
+    if not rows or rows[0][0] != 0:
+        return None, None
+    head = rows[0]
+    state = _state(head[1], head[2], head[3])
+    if state.first_seen is None:
+        return state, None
+    return state, _daily_rows(rows[1:], 3, player_id, int(head[3]))
 
 
 def player_daily_rows(cursor: Any, kind: str, game_id: str, player_id: str, first_seen: dt.date | None,
@@ -83,26 +147,29 @@ def player_daily_rows(cursor: Any, kind: str, game_id: str, player_id: str, firs
     """
     params = (game_id, player_id, _bulk.date_param(kind, start), _bulk.date_param(kind, end))
     cursor.execute(_daily_sql(kind), params)
-    rows = cursor.fetchall()
+    first = None if first_seen is None else first_seen.toordinal() - _EPOCH_ORDINAL
+    return _daily_rows(cursor.fetchall(), 0, player_id, first)
+
+
+def _daily_rows(rows: Sequence[Sequence[Any]], at: int, player_id: str, first_day: int | None) -> DailyRows:
+    """Rows ``(..., day, *DAILY_COLUMNS, custom)`` with the day at column ``at`` as :class:`DailyRows`."""
     n = len(rows)
-    days = np.fromiter((dt.date.fromisoformat(r[0]).toordinal() - _EPOCH_ORDINAL for r in rows),
-                       dtype=np.int64, count=n)
+    days = np.fromiter((r[at] for r in rows), dtype=np.int64, count=n)
     values: dict[str, np.ndarray] = {}
     if n:
-        table = np.array([r[1:-1] for r in rows], dtype=np.float64)  # None -> NaN
+        table = np.array([r[at + 1:-1] for r in rows], dtype=np.float64)  # None -> NaN
         for j, name in enumerate(DAILY_COLUMNS):
             values[name] = table[:, j]
         custom = [r[-1] for r in rows]
-        decoded = [orjson.loads(c) if isinstance(c, str | bytes) else (c or {}) for c in custom]
-        keys = sorted({k for d in decoded for k in d})
-        for key in keys:
-            values[key] = np.array([float(d.get(key) or 0.0) for d in decoded], dtype=np.float64)
+        if any(custom):
+            decoded = [orjson.loads(c) if isinstance(c, str | bytes) else (c or {}) for c in custom]
+            for key in sorted({k for d in decoded for k in d}):
+                values[key] = np.array([float(d.get(key) or 0.0) for d in decoded], dtype=np.float64)
     else:
         for name in DAILY_COLUMNS:
             values[name] = np.empty(0, dtype=np.float64)
-    first = np.array([_NO_DAY if first_seen is None else first_seen.toordinal() - _EPOCH_ORDINAL],
-                     dtype=np.int64)
+    first = np.array([_NO_DAY if first_day is None else first_day], dtype=np.int64)
     return DailyRows([player_id], np.zeros(n, dtype=np.int64), days, first, values)
 
 
-__all__ = ["RequestState", "player_daily_rows", "request_state"]
+__all__ = ["RequestState", "player_daily_rows", "request_read", "request_state"]
