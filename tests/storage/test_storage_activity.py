@@ -207,6 +207,11 @@ def test_load_daily_filters(db_session: Session, game: str) -> None:
     assert repo.load_daily(db_session, game, end=d1)["player_id"].to_list() == ["p1", "p2"]
     only = repo.load_daily(db_session, game, player_ids=["p2"])
     assert only["player_id"].to_list() == ["p2", "p2"]
+    # a list in any order, with repeats and unknown ids: each stored row once, by player then date
+    listed = repo.load_daily(db_session, game, player_ids=["p2", "ghost", "p1", "p2"])
+    assert listed.select("player_id", "date").rows() == [("p1", d1), ("p2", d1), ("p2", d2)]
+    assert_frame_equal(listed, repo.load_daily(db_session, game))
+    assert repo.load_daily(db_session, game, start=d2, player_ids=["p1", "p2"])["player_id"].to_list() == ["p2"]
     assert repo.load_daily(db_session, game, player_ids=[]).height == 0
     empty = repo.load_daily(db_session, "no_such_game")
     assert empty.height == 0 and empty.schema["date"] == pl.Date
@@ -312,6 +317,8 @@ def test_players_first_seen(db_session: Session, game: str) -> None:
     earlier = pl.DataFrame({"player_id": ["p2"], "date": [dt.date(2024, 2, 1)]})
     repo.upsert_players(db_session, game, earlier)
     assert repo.players_first_seen(db_session, game, ["p2"])["first_date"].item() == dt.date(2024, 2, 1)
+    listed = repo.players_first_seen(db_session, game, ["p2", "ghost", "p1", "p2"])
+    assert listed.rows() == [("p1", dt.date(2024, 3, 1)), ("p2", dt.date(2024, 2, 1))]
     assert repo.player_exists(db_session, game, "p1")
     assert not repo.player_exists(db_session, game, "ghost")
 

@@ -254,9 +254,16 @@ def load_daily(
     schema["custom"] = pl.String()
     if player_ids is not None and not player_ids:
         return _expand_custom(pl.DataFrame(schema=schema)).with_columns(pl.col("date").cast(pl.Date))
+    source = "daily_activity"
     if player_range is not None:
         where.append(f"player_id >= {p} AND player_id <= {p}")
         params.extend(player_range)
+    elif player_ids is not None and pg:
+        # One index range scan per player (the list's length, not the table's, sets the cost): a
+        # list tested row by row, ``= ANY(list)``, plans as a full scan of the window (10k players of
+        # 100k: 0.2 s against 0.5 s). Sorted ids come back in player, date order.
+        source = f"unnest({p}::text[]) AS u(pid) JOIN daily_activity ON player_id = u.pid"
+        params.insert(0, sorted(set(player_ids)))
     elif player_ids is not None:
         cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
         where.append(cond)
@@ -272,7 +279,7 @@ def load_daily(
         # No ORDER BY: a server-side sort of the window costs far more than checking the order here.
         query = (
             f"SELECT player_id, date - DATE '1970-01-01', {', '.join(DAILY_COLUMNS)}, custom::text "
-            f"FROM daily_activity WHERE {' AND '.join(where)}"
+            f"FROM {source} WHERE {' AND '.join(where)}"
         )
         frame = _bulk.read_binary(session, query, params, schema).with_columns(pl.col("date").cast(pl.Date))
         frame = _sorted_by_player_date(frame)
@@ -339,14 +346,19 @@ def players_first_seen(
     p = _bulk.param(kind)
     where = [f"game_id = {p}"]
     params: list[object] = [game_id]
+    source = "players"
     if player_ids is not None:
         if not player_ids:
             return pl.DataFrame(schema={"player_id": pl.String, "first_date": pl.Date})
-        cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
-        where.append(cond)
-        params.append(value)
+        if kind == "postgresql":  # one key lookup per id (see load_daily)
+            source = f"unnest({p}::text[]) AS u(pid) JOIN players ON player_id = u.pid"
+            params.insert(0, sorted(set(player_ids)))
+        else:
+            cond, value = _bulk.in_list(kind, "player_id", list(player_ids))
+            where.append(cond)
+            params.append(value)
     query = (
-        f"SELECT player_id, {_bulk.sql_date(kind, 'first_seen')} FROM players "
+        f"SELECT player_id, {_bulk.sql_date(kind, 'first_seen')} FROM {source} "
         f"WHERE {' AND '.join(where)} ORDER BY player_id"
     )
     frame = _bulk.read_query(session, query, params, {"player_id": pl.String(), "first_date": pl.String()})
