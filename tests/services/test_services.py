@@ -142,6 +142,27 @@ def test_baseline_reconstruction_from_stored_offsets(seeded):
     assert np.allclose(rebuilt, expected, rtol=1e-9, atol=1e-9)
 
 
+def test_categorize_all_rows_do_not_depend_on_the_chunking(seeded):
+    """Chunks of 9 players (a first one of 2, then a short last one) store exactly the rows one chunk
+    stores: memberships and typical offsets, apart from their timestamps."""
+    svc, *_ = seeded
+
+    def stored(chunk: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+        summary = svc.categorize_all(GAME, as_of=AS_OF, chunk=chunk)
+        with svc.Session() as s:
+            version = summary["taxonomy_version"]
+            members = repo.load_memberships(s, GAME, version).drop("last_updated")
+            offsets = repo.load_offsets(s, GAME, version).drop("updated_at")
+        return summary, members, offsets
+
+    whole, m1, o1 = stored(100_000)
+    chunked, m2, o2 = stored(9)
+    assert chunked["players"] == whole["players"] > 700
+    assert chunked["rows_written"] == whole["rows_written"] == m1.height + o1.height
+    assert m2.equals(m1) and o2.equals(o1)
+    assert m1["player_id"].n_unique() == whole["players"]
+
+
 def test_detect_and_list_anomalies(seeded):
     svc, game, *_ = seeded
     summary = svc.detect_all(GAME, as_of=AS_OF)
