@@ -62,6 +62,23 @@ def test_rewrite_replaces_only_the_given_players(db_session: Session, game: str)
     assert repo.load_memberships(db_session, game, 2).height == 4
 
 
+def test_prepared_write_over_a_range_replaces_the_whole_run(db_session: Session, game: str) -> None:
+    """``player_range``: every stored row of the version with an id in the range goes (also a player
+    the new rows no longer hold), nothing outside it or of another version; without a range only the
+    listed players' rows are replaced, also for a list with an id that has no rows."""
+    repo.bulk_write_memberships(db_session, game, 1, _memberships(["a", "b", "c", "d"]))
+    repo.bulk_write_memberships(db_session, game, 2, _memberships(["b"]))
+    prepared = repo.prepare_memberships(game, 1, _memberships(["b"], segments_per_axis=1))
+    assert repo.write_prepared(db_session, prepared, player_range=("b", "c")) == 2
+    counts = repo.load_memberships(db_session, game, 1).group_by("player_id").len().sort("player_id").rows()
+    assert counts == [("a", 4), ("b", 2), ("d", 4)]
+    assert repo.load_memberships(db_session, game, 2).height == 4
+    listed = repo.prepare_memberships(game, 1, _memberships(["d", "e"], segments_per_axis=1))
+    assert repo.write_prepared(db_session, listed) == 4
+    counts = repo.load_memberships(db_session, game, 1).group_by("player_id").len().sort("player_id").rows()
+    assert counts == [("a", 4), ("b", 2), ("d", 2), ("e", 2)]
+
+
 def test_struct_offsets_and_large_batch(db_session: Session, game: str) -> None:
     n = 3_000
     rng = np.random.default_rng(0)

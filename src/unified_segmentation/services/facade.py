@@ -414,11 +414,12 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             timings["read_s"] += time.perf_counter() - t
             return daily
 
-        def write(frame: repo.PreparedRows, offsets: repo.PreparedRows) -> int:
+        def write(frame: repo.PreparedRows, offsets: repo.PreparedRows, run: tuple[str, str]) -> int:
             t = time.perf_counter()
             with self._uow() as session:
-                repo.write_prepared(session, frame)
-                repo.write_prepared(session, offsets)
+                # the chunk is a whole run of the game's ids: its stored rows go as one key range
+                repo.write_prepared(session, frame, player_range=run)
+                repo.write_prepared(session, offsets, player_range=run)
             timings["write_s"] += time.perf_counter() - t
             return frame.height + offsets.height
 
@@ -446,7 +447,7 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
                     rows += pending_write.result()
                     if progress:
                         progress(len(parts[i - 1]))
-                pending_write = writer.submit(write, frame, offsets)
+                pending_write = writer.submit(write, frame, offsets, (part[0], part[-1]))
             if pending_write is not None:
                 rows += pending_write.result()
                 if progress:

@@ -159,8 +159,13 @@ def _pg_text_array(values: pl.Series) -> str:
     return "{" + ('"' + quoted + '"').str.join(",").item() + "}"
 
 
-def write_prepared(session: Session, prepared: PreparedRows) -> int:
-    """Replace the stored rows of the prepared rows' players (one version) by them; returns rows written."""
+def write_prepared(session: Session, prepared: PreparedRows, *, player_range: tuple[str, str] | None = None) -> int:
+    """Replace the stored rows of the prepared rows' players (one version) by them; returns rows written.
+
+    ``player_range=(first, last)``: replace instead every stored row of the version whose player id
+    lies in ``[first, last]`` (a whole run of the game's ids, as ``categorize_all`` writes them): one
+    range of the key is deleted rather than each player looked up.
+    """
     if prepared.height == 0:
         return 0
     table = prepared.table
@@ -168,15 +173,25 @@ def write_prepared(session: Session, prepared: PreparedRows) -> int:
     session.flush()
     _bulk.lock(session, f"useg:{table}:{prepared.game_id}:{prepared.version}")
     p = _bulk.param(kind)
-    if kind == "postgresql":  # the ids as one array literal built by Polars (no Python object per id)
-        cond, value = "player_id = ANY(%s::text[])", _pg_text_array(prepared.players)
+    head = f"DELETE FROM {table} WHERE game_id = {p} AND taxonomy_version = {p}"
+    params: tuple = (prepared.game_id, prepared.version)
+    if player_range is not None:
+        statement = f"{head} AND player_id >= {p} AND player_id <= {p}"
+        params = (*params, *player_range)
+    elif kind == "postgresql":
+        # one key lookup per player (the ids as one array literal built by Polars): a list tested row
+        # by row (= ANY) plans as a scan of all the game's rows of the version
+        statement = (
+            f"DELETE FROM {table} USING unnest({p}::text[]) AS u(pid) WHERE {table}.game_id = {p} "
+            f"AND {table}.taxonomy_version = {p} AND {table}.player_id = u.pid"
+        )
+        params = (_pg_text_array(prepared.players.sort()), *params)
     else:
         cond, value = _bulk.in_list(kind, "player_id", prepared.players.to_list())
+        statement = f"{head} AND {cond}"
+        params = (*params, value)
     with _bulk.dbapi_cursor(session) as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} WHERE game_id = {p} AND taxonomy_version = {p} AND {cond}",
-            (prepared.game_id, prepared.version, value),
-        )
+        cursor.execute(statement, params)
     if kind != "postgresql":
         return _bulk.insert_frame(session, table, prepared.rows)
     with _bulk.dbapi_cursor(session) as cursor:
