@@ -223,6 +223,14 @@ def summarize(runs: list[dict]) -> dict:
                 k: med([r["anomalies"]["legacy_same_false_alarm_share"]["recall_by_kind"][k] for r in rs])
                 for k in rs[0]["anomalies"]["unified"]["recall_by_kind"]},
             "cohens_kappa": med([r["anomalies"]["cohens_kappa"] for r in rs]),
+            "variance_explained": per_axis(rs, "variance_explained"),
+            "variance_explained_null": per_axis(rs, "variance_explained_null"),
+            # TARGETS: VE >= null + 0.15 on every non-degenerate universal axis (median of per-run margins)
+            "variance_explained_margin": {a: med([r["axes"][a]["variance_explained"]
+                                                  - r["axes"][a]["variance_explained_null"]
+                                                  for r in rs if a in r["axes"] and not r["axes"][a]["degenerate"]])
+                                          for a in AXES},
+            "k": per_axis(rs, "k"),
             "max_calibration_gap": per_axis(rs, "max_calibration_gap"),
             "stability_same_primary_id": med([r.get("stability_same_primary_id") for r in rs]),
             "calibrate_seconds": med([r["seconds"]["calibrate"] for r in rs]),
