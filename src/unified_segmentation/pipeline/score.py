@@ -41,6 +41,18 @@ class _Columns:
         return self._cache[name]
 
 
+def axis_columns(taxonomy: GameBehavioralTaxonomy, axis: AxisModel) -> np.ndarray:
+    """``taxonomy.metric_index(axis.metrics)``, computed once per taxonomy and axis (read-only)."""
+    cache = taxonomy.__dict__.setdefault("_axis_columns", {})
+    hit = cache.get(id(axis))
+    if hit is not None and hit[0] is axis and hit[1] is axis.metrics and hit[2] is taxonomy.scaler.metrics:
+        return hit[3]
+    cols = taxonomy.metric_index(axis.metrics)
+    cols.setflags(write=False)
+    cache[id(axis)] = (axis, axis.metrics, taxonomy.scaler.metrics, cols)
+    return cols
+
+
 def _metric_noise(metric: str, x: np.ndarray, f: _Columns, e: np.ndarray, scale: float | np.ndarray,
                   typical_value: float) -> np.ndarray:
     """Sampling variance (metric units) of a window estimate with exposure ``e`` and counts × ``scale``."""
@@ -76,6 +88,98 @@ def _metric_noise(metric: str, x: np.ndarray, f: _Columns, e: np.ndarray, scale:
     return 0.0 * one
 
 
+# The formulas of _metric_noise by number (the one-player path dispatches on these, per taxonomy).
+(_NOISE_ZERO, _NOISE_SPEND, _NOISE_AVG_PURCHASE, _NOISE_SESSIONS, _NOISE_PURCHASES, _NOISE_AVG_SESSION,
+ _NOISE_ACTIVE_SHARE, _NOISE_SESSION_SHARE, _NOISE_START_HOUR, _NOISE_SOCIAL, _NOISE_CUSTOM) = range(11)
+_NOISE_CODES = {
+    "spend_per_day": _NOISE_SPEND, "avg_purchase_value": _NOISE_AVG_PURCHASE, "has_purchase": _NOISE_ZERO,
+    "sessions_per_day": _NOISE_SESSIONS, "purchases_per_day": _NOISE_PURCHASES,
+    "avg_session_minutes": _NOISE_AVG_SESSION, "active_day_share": _NOISE_ACTIVE_SHARE,
+    "weekend_play_share": _NOISE_SESSION_SHARE, "night_play_share": _NOISE_SESSION_SHARE,
+    "social_session_share": _NOISE_SESSION_SHARE, "start_hour_sin": _NOISE_START_HOUR,
+    "start_hour_cos": _NOISE_START_HOUR, "social_events_per_session": _NOISE_SOCIAL,
+}
+
+
+def _noise_code(metric: str) -> int:
+    code = _NOISE_CODES.get(metric)
+    if code is not None:
+        return code
+    return _NOISE_CUSTOM if metric.endswith("_per_day") else _NOISE_ZERO
+
+
+def _mx(a: float, b: float) -> float:
+    """``np.maximum`` of two floats (NaN wins)."""
+    return a if a >= b or a != a else b
+
+
+def _metric_noise_one(code: int, x: float, sessions: float, purchases: float, avg_value: float, social: float,
+                      count: float, e: float, scale: float, typical_value: float) -> float:
+    """:func:`_metric_noise` of one player in plain floats, operation for operation (the same bits)."""
+    e = _mx(e, 1e-3)
+    if code == _NOISE_SPEND:
+        avg = _mx(avg_value, typical_value)
+        return _mx(_mx(purchases * scale, 0.0), 1.0) * 2.0 * (avg * avg) / (e * e)
+    if code == _NOISE_AVG_PURCHASE:
+        n_p = _mx(purchases * scale, 0.0)
+        return (x * x) / _mx(n_p, 1.0) if n_p > 0 else 0.0
+    if code == _NOISE_SESSIONS:
+        return _mx(_mx(sessions * scale, 0.0), 1.0) / (e * e)
+    if code == _NOISE_PURCHASES:
+        return _mx(_mx(purchases * scale, 0.0), 1.0) / (e * e)
+    if code == _NOISE_AVG_SESSION:
+        return 0.5 * (x * x) / _mx(_mx(sessions * scale, 0.0), 1.0)
+    if code == _NOISE_ACTIVE_SHARE:
+        return (x * (1 - x) + 0.25 / (e + 1.0)) / (e + 1.0)
+    if code == _NOISE_SESSION_SHARE:
+        n_s = _mx(sessions * scale, 0.0)
+        return (x * (1 - x) + 0.25 / (n_s + 1.0)) / (n_s + 1.0)
+    if code == _NOISE_START_HOUR:
+        return 0.5 / _mx(_mx(sessions * scale, 0.0), 1.0)
+    if code == _NOISE_SOCIAL:
+        d = _mx(_mx(sessions * scale, 0.0), 1.0)
+        return _mx(social * scale, 1.0) / (d * d)
+    if code == _NOISE_CUSTOM:
+        return _mx(count * scale, 1.0) / (e * e)
+    return 0.0
+
+
+def _extra_noise_one(taxonomy: GameBehavioralTaxonomy, cols: _Columns, X: np.ndarray, full: float,
+                     typical_value: float) -> np.ndarray:
+    """:func:`extra_noise` of a one-row frame, in floats (a numpy call per metric costs more than the maths)."""
+    plan = _noise_plan(taxonomy)
+    e = float(cols("exposure_days")[0])
+    scale = full / _mx(e, 1e-3)
+    sessions, purchases = float(cols("sessions")[0]), float(cols("purchases")[0])
+    avg_value, social = float(cols("avg_purchase_value")[0]), float(cols("social_events")[0])
+    xs = X[0].tolist()
+    deriv = taxonomy.scaler.derivative(X)[0].tolist()
+    out = []
+    for j, (code, count_column) in enumerate(plan):
+        count = float(cols(count_column)[0]) if count_column else 0.0
+        x = xs[j]
+        v_now = _metric_noise_one(code, x, sessions, purchases, avg_value, social, count, e, 1.0, typical_value)
+        v_full = _metric_noise_one(code, x, sessions, purchases, avg_value, social, count, full, scale,
+                                   typical_value)
+        d = deriv[j]
+        out.append(_mx(v_now - v_full, 0.0) * (d * d))
+    return np.array([out])
+
+
+def _noise_plan(taxonomy: GameBehavioralTaxonomy) -> list[tuple[int, str | None]]:
+    """Per metric of the taxonomy: its noise formula and the count column a custom rate needs (cached)."""
+    metrics = taxonomy.scaler.metrics
+    cached = taxonomy.__dict__.get("_noise_plan")
+    if cached is not None and cached[0] is metrics and cached[1] == len(metrics):
+        return cached[2]
+    plan = []
+    for m in metrics:
+        code = _noise_code(m)
+        plan.append((code, "ev_" + m.removesuffix("_per_day") if code == _NOISE_CUSTOM else None))
+    taxonomy.__dict__["_noise_plan"] = (metrics, len(metrics), plan)
+    return plan
+
+
 def extra_noise(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame, X: np.ndarray) -> np.ndarray:
     """Sampling-noise variance in model space beyond what a fully exposed player carries.
 
@@ -84,6 +188,9 @@ def extra_noise(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame, X: np.nda
     ndarray of shape (n, n_metrics)
     """
     cols = _Columns(frame)
+    if len(X) == 1:
+        return _extra_noise_one(taxonomy, cols, X, float(taxonomy.settings.get("profile_days", 28)),
+                                float(taxonomy.calibration_stats.get("median_purchase_value", 1.0)))
     e = cols("exposure_days")
     full = float(taxonomy.settings.get("profile_days", 28))
     scale = full / np.maximum(e, 1e-3)
@@ -137,7 +244,7 @@ def score_players(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame, *, with
     noise = extra_noise(taxonomy, frame, X) if with_confidence and n else None
     axes: list[AxisScores] = []
     for axis in taxonomy.active_axes:
-        cols = taxonomy.metric_index(axis.metrics)
+        cols = axis_columns(taxonomy, axis)
         Za = np.ascontiguousarray(Z[:, cols])
         ks = axis.kernel.score(Za)
         if noise is not None:
@@ -167,6 +274,8 @@ def _top_segments(axes: list[AxisScores], n: int) -> tuple[np.ndarray, np.ndarra
     if not axes:
         neg = -np.ones((n, TOP_K), dtype=np.int64)
         return neg, neg.copy(), np.zeros((n, TOP_K))
+    if n == 1:
+        return _top_segments_one(axes)
     cand_axis, cand_seg, cand_score = [], [], []
     rows = np.arange(n)
     for ai, a in enumerate(axes):
@@ -198,10 +307,34 @@ def _top_segments(axes: list[AxisScores], n: int) -> tuple[np.ndarray, np.ndarra
     return ta, ts, tv
 
 
+def _top_segments_one(axes: list[AxisScores]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_top_segments` of one player, in floats (the same candidates, scores and stable order)."""
+    cand = []  # (score, axis, segment) in the candidate order of _top_segments
+    for ai, a in enumerate(axes):
+        typ = a.scores.typicality[0]
+        prim = int(a.scores.primary[0])
+        va = max(a.axis.variance_share, 1e-9)
+        row = typ.tolist()
+        cand.append((2.0 + va * row[prim], ai, prim))  # primaries rank first
+        if len(row) > 1:
+            masked = typ.copy()
+            masked[prim] = -1.0
+            second = int(masked.argmax())
+            cand.append((va * row[second], ai, second))
+    order = sorted(range(len(cand)), key=lambda c: -cand[c][0])[:TOP_K]  # stable, as argsort(kind="stable")
+    pad = TOP_K - len(order)
+    ta = [cand[c][1] for c in order] + [-1] * pad
+    ts = [cand[c][2] for c in order] + [-1] * pad
+    tv = [v - 2.0 if v >= 2.0 else v for v in (cand[c][0] for c in order)] + [0.0] * pad
+    return (np.array([ta], dtype=np.int64), np.array([ts], dtype=np.int64), np.array([tv], dtype=np.float64))
+
+
 def _variance_coverage(axes: list[AxisScores], top_axis, top_seg, n: int) -> np.ndarray:
     """Per-player R² of the top-7 description in model space (1 − Σ‖x−x̂‖² / Σ‖x‖²)."""
     if not axes:
         return np.zeros(n)
+    if n == 1:
+        return _variance_coverage_one(axes, top_axis, top_seg)
     resid = np.zeros(n)
     total = np.zeros(n)
     for ai, a in enumerate(axes):
@@ -216,6 +349,24 @@ def _variance_coverage(axes: list[AxisScores], top_axis, top_seg, n: int) -> np.
         resid += ((a.Z - xhat) ** 2).sum(axis=1)
         total += (a.Z**2).sum(axis=1)
     return np.where(total > 1e-12, 1.0 - resid / np.maximum(total, 1e-12), 1.0)
+
+
+def _variance_coverage_one(axes: list[AxisScores], top_axis, top_seg) -> np.ndarray:
+    """:func:`_variance_coverage` of one player: the same array operations on its row, without the masks."""
+    pairs = list(zip(top_axis[0].tolist(), top_seg[0].tolist(), strict=True))
+    resid = total = 0.0
+    for ai, a in enumerate(axes):
+        prob = a.scores.probability
+        sel = np.zeros_like(prob)
+        sel[0, [s for t, s in pairs if t == ai]] = 1.0
+        w = prob * sel
+        wsum = w.sum(axis=1, keepdims=True)
+        if wsum[0, 0] > 0:
+            resid += float(((a.Z - (w / wsum) @ a.axis.kernel.centers_) ** 2).sum(axis=1)[0])
+        else:
+            resid += float((a.Z ** 2).sum(axis=1)[0])  # x̂ = 0
+        total += float((a.Z**2).sum(axis=1)[0])
+    return np.array([1.0 - resid / max(total, 1e-12) if total > 1e-12 else 1.0])
 
 
 def profiles_frame(taxonomy: GameBehavioralTaxonomy, ps: ProfileScores) -> pl.DataFrame:
