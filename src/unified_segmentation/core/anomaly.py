@@ -280,6 +280,15 @@ class TailModel:
         return {"median": self.median, "scale": self.scale, "quantiles": self.quantiles,
                 "tail_rate": self.tail_rate, "n": self.n}
 
+    def quantile_array(self) -> np.ndarray:
+        """``quantiles`` as a read-only float array, converted once per model."""
+        qs = self.__dict__.get("_quantile_array")
+        if qs is None:
+            qs = np.asarray(self.quantiles, dtype=float)
+            qs.setflags(write=False)
+            self.__dict__["_quantile_array"] = qs
+        return qs
+
     @classmethod
     def from_dict(cls, d: dict) -> TailModel:
         return cls(**d)
@@ -306,12 +315,16 @@ def fit_tail(diffs: np.ndarray) -> TailModel | None:
     return TailModel(median=med, scale=scale, quantiles=[float(q) for q in qs], tail_rate=rate, n=len(d))
 
 
+_TAIL_PROBS = np.linspace(0.0, TAIL_START, N_QUANTILES)
+_TAIL_PROBS.setflags(write=False)
+
+
 def tail_p_value(diff: np.ndarray, tail: TailModel) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided P(|Z| >= |z|) under the fitted null; and the sign of the move."""
     diff = np.asarray(diff, float)
     z = np.abs(diff - tail.median) / tail.scale
-    qs = np.asarray(tail.quantiles)
-    probs = np.linspace(0.0, TAIL_START, N_QUANTILES)
+    qs = tail.quantile_array()
+    probs = _TAIL_PROBS
     inside = z <= qs[-1]
     p = np.empty_like(z)
     # P(|Z| >= z) = 1 - F(z), F interpolated on the quantile grid (ties resolved by the highest prob)
@@ -442,15 +455,26 @@ class SurpriseCalibrator:
         rate = float(np.clip(rate, MIN_TAIL_RATE, MAX_TAIL_RATE))
         return cls(values=[float(v) for v in values], levels=levels, tail_rate=rate)
 
+    def _grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(values, log10 levels, distinct values, log10 level at the last of each)``, built once."""
+        grid = self.__dict__.get("_grid_arrays")
+        if grid is None:
+            vals = np.asarray(self.values)
+            logl = np.log10(np.asarray(self.levels))
+            uniq_vals = np.unique(vals)
+            last_idx = np.array([np.flatnonzero(vals == v)[-1] for v in uniq_vals])
+            grid = (vals, logl, uniq_vals, logl[last_idx])
+            for a in grid:
+                a.setflags(write=False)
+            self.__dict__["_grid_arrays"] = grid
+        return grid
+
     def __call__(self, s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, float)
-        vals = np.asarray(self.values)
-        logl = np.log10(np.asarray(self.levels))
+        vals, logl, uniq_vals, uniq_logl = self._grid()
         out = np.empty_like(s)
         inside = s <= vals[-1]
         # survival at s: interpolate log10 level on the (non-decreasing) value grid
-        uniq_vals, idx = np.unique(vals, return_index=True)
-        last_idx = np.array([np.flatnonzero(vals == v)[-1] for v in uniq_vals])
-        out[inside] = -np.interp(s[inside], uniq_vals, logl[last_idx]) if len(uniq_vals) > 1 else 0.0
+        out[inside] = -np.interp(s[inside], uniq_vals, uniq_logl) if len(uniq_vals) > 1 else 0.0
         out[~inside] = -(logl[-1] - self.tail_rate * (s[~inside] - vals[-1]))
         return np.maximum(out, 0.0)

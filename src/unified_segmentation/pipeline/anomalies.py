@@ -20,6 +20,33 @@ def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
     return column(frame, name)
 
 
+_SPEC_CACHE: dict[tuple[int, object], tuple[dict, object]] = {}
+_SPEC_CACHE_MAX = 8192
+
+
+def _from_spec(spec: dict, build):
+    """``build(spec)`` for a stored model spec (a tail, an amount model, a surprise calibrator), built once
+    per spec: specs are replaced, never edited, when a model is refitted, so the spec's identity is the key
+    (the entry holds the spec, so its id is not reused while cached)."""
+    key = (id(spec), build)
+    hit = _SPEC_CACHE.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    model = build(spec)
+    if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+        _SPEC_CACHE.clear()
+    _SPEC_CACHE[key] = (spec, model)
+    return model
+
+
+def _segments_of(seg: np.ndarray, k: int, fit: bool = False):
+    """Segment indices a per-segment loop visits: all ``k`` (fitting, or more players than segments), else
+    only those some player is in (a loop body does nothing for a segment without players)."""
+    if fit or len(seg) > k:
+        return range(k)
+    return sorted(set(seg.tolist()))
+
+
 def _ctx_exposure(frame: pl.DataFrame) -> np.ndarray:
     return np.stack([_col(frame, f"exposure_{c}") for c in CONTEXTS], axis=1)
 
@@ -213,7 +240,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                     axis.segments[s].anomaly.setdefault("alpha", {})[signal] = alpha_res
         mu0, r_hat, alpha_param = expected_counts(axis, signal, pair, seg, n0)
         g = np.ones(k)
-        for s in range(k):
+        for s in _segments_of(seg, k, fit):
             m = seg == s
             if shifts is not None and (axis.axis_id, s, signal) in shifts:
                 g[s] = shifts[(axis.axis_id, s, signal)]
@@ -254,12 +281,12 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         sg = np.zeros(n)
         ell = log_typ.copy()
         based = n_typ > 0
-        for s in range(k):
+        for s in _segments_of(seg, k):
             spec = axis.segments[s].anomaly.get("amount", {}).get(metric)
             m = (seg == s) & valid
             if not spec or not m.any():
                 continue
-            model = an.AmountModel.from_dict(spec)
+            model = _from_spec(spec, an.AmountModel.from_dict)
             args = (log_cur[m], n_cur[m], log_typ[m], n_typ[m], model.level, model.s2, model.k0)
             _, ell[m] = an.amount_z(*args)
             based[m] = True
@@ -296,7 +323,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
         valid = _valid(metric, pair)
         diff = x_cur - expected
         med = np.zeros(k)
-        for s in range(k):
+        for s in _segments_of(seg, k, fit):
             m = (seg == s) & valid
             if shifts is not None and (axis.axis_id, s, metric) in shifts:
                 med[s] = shifts[(axis.axis_id, s, metric)]
@@ -325,7 +352,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                     "edges": edges, "bins": tails, "all": overall.to_dict() if overall else None}
         p = np.ones(n)
         sg = np.zeros(n)
-        for s in range(k):
+        for s in _segments_of(seg, k):
             spec = axis.segments[s].anomaly.get("tails", {}).get(metric)
             if not spec:
                 continue
@@ -340,7 +367,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                     continue
                 sel = idx[bins == b]
                 if len(sel):
-                    p[sel], sg[sel] = an.tail_p_value(diff[sel], an.TailModel.from_dict(tail))
+                    p[sel], sg[sel] = an.tail_p_value(diff[sel], _from_spec(tail, an.TailModel.from_dict))
         tested.append(valid)
         ps.append(p)
         signs.append(sg)
@@ -450,11 +477,11 @@ def calibrate_surprise(axis: AxisModel, raw: np.ndarray, seg: np.ndarray) -> np.
     """Per-segment empirical-null recalibration of raw surprise (identity where none was fitted)."""
     out = np.asarray(raw, float).copy()
     fallback = axis.selection.get("surprise_calibrator")
-    for s, segment in enumerate(axis.segments):
-        spec = segment.anomaly.get("surprise_calibrator") or fallback
+    for s in _segments_of(seg, len(axis.segments)):
+        spec = axis.segments[s].anomaly.get("surprise_calibrator") or fallback
         m = seg == s
         if spec and m.any():
-            out[m] = an.SurpriseCalibrator.from_dict(spec)(raw[m])
+            out[m] = _from_spec(spec, an.SurpriseCalibrator.from_dict)(raw[m])
     return out
 
 
