@@ -18,7 +18,7 @@ from ..game_settings import GameSettings
 from .anomalies import DetectionResult, WindowPair, detect
 from .calibrate import calibrate_frames
 from .data import ArrayFrame, align, as_settings, compute_windows, first_seen, resolve_as_of, to_daily
-from .score import ProfileScores, primary_offsets, profiles_frame, score_players
+from .score import ProfileScores, profiles_frame, score_players
 
 __all__ = [
     "calibrate", "categorize", "detect_anomalies", "categorize_player", "detect_player_anomalies",
@@ -207,30 +207,40 @@ def categorize_player(taxonomy: GameBehavioralTaxonomy, data, player_id: str, *,
 
 
 def profile_dict(taxonomy: GameBehavioralTaxonomy, ps: ProfileScores, i: int) -> dict:
-    """Row ``i`` of ProfileScores as the categorize answer of DESIGN §6 / the HTTP API issue."""
+    """Row ``i`` of ProfileScores as the categorize answer of DESIGN §6 / the HTTP API issue.
+
+    Reads row ``i`` only (each array row converted to floats once); the offsets are those of
+    :func:`.score.primary_offsets`, element for element.
+    """
     axes = {}
+    x_row = ps.X[i].tolist()
+    rows = {}
     for a in ps.axes:
         ks = a.scores
-        off_model, off_metric = primary_offsets(taxonomy, ps, a)
+        prim = int(ks.primary[i])
+        strength, typicality = ks.strength[i].tolist(), ks.typicality[i].tolist()
+        rows[id(a)] = (strength, typicality)
+        probability, distance = ks.probability[i].tolist(), np.sqrt(ks.dist_sq[i]).tolist()
+        x_axis = [x_row[c] for c in a.cols.tolist()]
         mem = []
         for s, seg in enumerate(a.axis.segments):
-            if s != ks.primary[i] and ks.strength[i, s] < 0.01:
+            if s != prim and strength[s] < 0.01:
                 continue
-            cm = seg.center_metric
+            cm = np.asarray(seg.center_metric, dtype=np.float64).tolist()
             mem.append({
                 "segment_id": seg.segment_id, "segment_name": seg.segment_name,
-                "membership_strength": float(ks.strength[i, s]),
-                "membership_probability": float(ks.probability[i, s]),
-                "typicality": float(ks.typicality[i, s]),
-                "distance_from_center": float(np.sqrt(ks.dist_sq[i, s])),
-                "position_offset": {m: float(ps.X[i, c] - cm[j]) for j, (m, c) in
-                                    enumerate(zip(a.axis.metrics, a.cols, strict=True))},
+                "membership_strength": strength[s],
+                "membership_probability": probability[s],
+                "typicality": typicality[s],
+                "distance_from_center": distance[s],
+                "position_offset": {m: x_axis[j] - cm[j] for j, m in enumerate(a.axis.metrics)},
             })
-        prim = a.axis.segments[ks.primary[i]]
+        seg = a.axis.segments[prim]
+        z_row, center = a.Z[i].tolist(), a.axis.kernel.centers_[prim].tolist()
         axes[a.axis.axis_id] = {
-            "primary_segment": prim.segment_name, "primary_segment_id": prim.segment_id,
+            "primary_segment": seg.segment_name, "primary_segment_id": seg.segment_id,
             "confidence": float(a.confidence[i]), "beyond_extreme": bool(ks.beyond_extreme[i]),
-            "position_offset_model": {m: float(off_model[i, j]) for j, m in enumerate(a.axis.metrics)},
+            "position_offset_model": {m: z_row[j] - center[j] for j, m in enumerate(a.axis.metrics)},
             "memberships": mem,
         }
     for axis in taxonomy.axes:
@@ -239,22 +249,20 @@ def profile_dict(taxonomy: GameBehavioralTaxonomy, ps: ProfileScores, i: int) ->
             axes[axis.axis_id] = {"primary_segment": seg.segment_name, "primary_segment_id": seg.segment_id,
                                   "confidence": 0.0, "degenerate": True, "memberships": []}
     top = []
-    for j in range(ps.top_axis.shape[1]):
-        ai = ps.top_axis[i, j]
+    for ai, s in zip(ps.top_axis[i].tolist(), ps.top_segment[i].tolist(), strict=True):
         if ai < 0:
             continue
         a = ps.axes[ai]
-        s = ps.top_segment[i, j]
-        top.append({"axis": a.axis.axis_id, "segment_name": a.axis.segments[s].segment_name,
-                    "segment_id": a.axis.segments[s].segment_id,
-                    "membership_strength": float(a.scores.strength[i, s]),
-                    "typicality": float(a.scores.typicality[i, s])})
+        strength, typicality = rows[id(a)]
+        seg = a.axis.segments[s]
+        top.append({"axis": a.axis.axis_id, "segment_name": seg.segment_name, "segment_id": seg.segment_id,
+                    "membership_strength": strength[s], "typicality": typicality[s]})
     return {
         "player_id": ps.player_ids[i], "game_id": taxonomy.game_id, "taxonomy_version": taxonomy.taxonomy_version,
         "confidence": float(ps.confidence[i]), "inactive": bool(ps.inactive[i]),
         "exposure_days": float(ps.exposure_days[i]), "axes": axes, "top_segments": top,
         "variance_coverage": float(ps.variance_coverage[i]),
-        "metrics": {m: float(ps.X[i, j]) for j, m in enumerate(taxonomy.scaler.metrics)},
+        "metrics": {m: x_row[j] for j, m in enumerate(taxonomy.scaler.metrics)},
     }
 
 
