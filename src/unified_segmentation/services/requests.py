@@ -51,6 +51,7 @@ class ReadConnections:
         self.kind = engine.dialect.name
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._shared = isinstance(engine.pool, StaticPool)
+        self._binary = self.kind == "postgresql"
         self._idle: deque[Any] = deque()
         self._max_idle = idle
         event.listen(engine, "engine_disposed", self._on_dispose)
@@ -80,7 +81,8 @@ class ReadConnections:
             reused = bool(self._idle) and not self._shared
             conn = self._idle.pop() if reused else self._connect()
             try:
-                cursor = conn.cursor()
+                # PostgreSQL: results in binary (floats and integers arrive unparsed, bit for bit)
+                cursor = conn.cursor(binary=True) if self._binary else conn.cursor()
                 out = read(cursor)
                 cursor.close()
             except self._dbapi_error as exc:
