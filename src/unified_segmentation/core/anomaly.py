@@ -159,6 +159,9 @@ def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
     count = np.rint(np.asarray(count, float))
     mu = np.maximum(np.asarray(mu, float), 1e-9)
     alpha = np.broadcast_to(np.asarray(alpha, float), mu.shape)
+    if mu.shape == (1,) and count.shape == (1,):  # one player (a request): no masks
+        p1 = _count_p_one(float(count[0]), float(mu[0]), float(alpha[0]))
+        return np.maximum(np.array([p1]), P_FLOOR), np.sign(count - mu)
     p = np.empty_like(mu)
     # the regularized incomplete gamma / beta functions directly (what scipy.stats evaluates, without
     # its per-call distribution machinery: a single detect call makes a few dozen of these)
@@ -179,6 +182,32 @@ def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
         hi = np.where(some[nb], special.betainc(np.maximum(kn, 1.0), size, 1.0 - prob), 1.0)  # P(X >= k)
         p[nb] = np.minimum(1.0, 2.0 * np.minimum(lo, hi))
     return np.maximum(p, P_FLOOR), np.sign(count - mu)
+
+
+def _mx(a: float, b: float) -> float:
+    """``np.maximum`` of two floats (NaN wins)."""
+    return a if a >= b or a != a else b
+
+
+def _mn(a: float, b: float) -> float:
+    """``np.minimum`` of two floats (NaN wins)."""
+    return a if a <= b or a != a else b
+
+
+def _count_p_one(count: float, mu: float, alpha: float) -> float:
+    """The p-value of :func:`count_p_value` for one player, before its floor: the same special functions on
+    the same values, chosen by ``if`` instead of masks."""
+    k = _mx(count, 0.0)
+    some = k >= 1
+    if alpha < 1e-6:
+        lo = float(special.gammaincc(k + 1.0, mu))
+        hi = float(special.gammainc(_mx(k, 1.0), mu)) if some else 1.0
+    else:
+        size = 1.0 / alpha
+        prob = size / (size + mu)
+        lo = float(special.betainc(size, k + 1.0, prob))
+        hi = float(special.betainc(_mx(k, 1.0), size, 1.0 - prob)) if some else 1.0
+    return _mn(1.0, 2.0 * _mn(lo, hi))
 
 
 # ---------------------------------------------------------------------------- amounts
@@ -322,9 +351,17 @@ _TAIL_PROBS.setflags(write=False)
 def tail_p_value(diff: np.ndarray, tail: TailModel) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided P(|Z| >= |z|) under the fitted null; and the sign of the move."""
     diff = np.asarray(diff, float)
-    z = np.abs(diff - tail.median) / tail.scale
     qs = tail.quantile_array()
     probs = _TAIL_PROBS
+    if diff.shape == (1,):  # one player (a request): no masks
+        z1 = abs(float(diff[0]) - tail.median) / tail.scale
+        last = float(qs[-1])
+        if z1 <= last:
+            p1 = 1.0 - float(np.interp(z1, qs, probs))
+        else:
+            p1 = (1.0 - TAIL_START) * float(np.exp(-tail.tail_rate * (z1 - last)))
+        return np.array([_mn(_mx(p1, P_FLOOR), 1.0)]), np.sign(diff - tail.median)
+    z = np.abs(diff - tail.median) / tail.scale
     inside = z <= qs[-1]
     p = np.empty_like(z)
     # P(|Z| >= z) = 1 - F(z), F interpolated on the quantile grid (ties resolved by the highest prob)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,9 +159,21 @@ def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndar
 
 
 def _ctx_mix_rows(weights: np.ndarray, per_ctx: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    if weights.shape[0] == 1 and per_ctx.shape[0] == 1 and fallback.shape == (1,):
+        return np.array([_ctx_mix_one(weights[0].tolist(), per_ctx[0].tolist(), float(fallback[0]))])
     vals = np.where(np.isfinite(per_ctx), per_ctx, fallback[:, None])
     tot = weights.sum(axis=1)
     return np.where(tot > 0, (weights * vals).sum(axis=1) / np.maximum(tot, 1e-12), fallback)
+
+
+def _ctx_mix_one(weights: list[float], per_ctx: list[float], fallback: float) -> float:
+    """:func:`_ctx_mix_rows` of one row in floats (the row sums add left to right, as numpy's do for a
+    few contexts)."""
+    tot = num = -0.0
+    for w, v in zip(weights, per_ctx, strict=True):
+        tot += w
+        num += w * (v if math.isfinite(v) else fallback)
+    return num / (tot if tot >= 1e-12 or tot != tot else 1e-12) if tot > 0 else fallback
 
 
 def expected_values(axis: AxisModel, metric: str, pair: WindowPair, seg: np.ndarray, x_typ: np.ndarray
