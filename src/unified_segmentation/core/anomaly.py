@@ -185,13 +185,13 @@ def count_p_value(count, mu, alpha) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mx(a: float, b: float) -> float:
-    """``np.maximum`` of two floats (NaN wins)."""
-    return a if a >= b or a != a else b
+    """``np.maximum`` of two floats: NaN wins, and of two equal values the second (``-0.0`` vs ``0.0``)."""
+    return a if a > b or a != a else b
 
 
 def _mn(a: float, b: float) -> float:
-    """``np.minimum`` of two floats (NaN wins)."""
-    return a if a <= b or a != a else b
+    """``np.minimum`` of two floats: NaN wins, and of two equal values the second."""
+    return a if a < b or a != a else b
 
 
 def _count_p_one(count: float, mu: float, alpha: float) -> float:

@@ -167,13 +167,13 @@ def _ctx_mix_rows(weights: np.ndarray, per_ctx: np.ndarray, fallback: np.ndarray
 
 
 def _ctx_mix_one(weights: list[float], per_ctx: list[float], fallback: float) -> float:
-    """:func:`_ctx_mix_rows` of one row in floats (the row sums add left to right, as numpy's do for a
-    few contexts)."""
-    tot = num = -0.0
+    """:func:`_ctx_mix_rows` of one row in floats (the row sums add left to right from 0.0, as numpy's do
+    for a few contexts)."""
+    tot = num = 0.0
     for w, v in zip(weights, per_ctx, strict=True):
         tot += w
         num += w * (v if math.isfinite(v) else fallback)
-    return num / (tot if tot >= 1e-12 or tot != tot else 1e-12) if tot > 0 else fallback
+    return num / (tot if tot > 1e-12 or tot != tot else 1e-12) if tot > 0 else fallback
 
 
 def expected_values(axis: AxisModel, metric: str, pair: WindowPair, seg: np.ndarray, x_typ: np.ndarray

@@ -109,8 +109,8 @@ def _noise_code(metric: str) -> int:
 
 
 def _mx(a: float, b: float) -> float:
-    """``np.maximum`` of two floats (NaN wins)."""
-    return a if a >= b or a != a else b
+    """``np.maximum`` of two floats: NaN wins, and of two equal values the second (``-0.0`` vs ``0.0``)."""
+    return a if a > b or a != a else b
 
 
 def _metric_noise_one(code: int, x: float, sessions: float, purchases: float, avg_value: float, social: float,
