@@ -509,6 +509,13 @@ class SurpriseCalibrator:
     def __call__(self, s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, float)
         vals, logl, uniq_vals, uniq_logl = self._grid()
+        if s.shape == (1,):  # one player: the same operations without masks
+            v = float(s[0])
+            if v <= vals[-1]:
+                out1 = -np.interp(v, uniq_vals, uniq_logl) if len(uniq_vals) > 1 else 0.0
+            else:
+                out1 = -(logl[-1] - self.tail_rate * (v - vals[-1]))
+            return np.maximum(np.array([out1], dtype=float), 0.0)
         out = np.empty_like(s)
         inside = s <= vals[-1]
         # survival at s: interpolate log10 level on the (non-decreasing) value grid

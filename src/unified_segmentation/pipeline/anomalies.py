@@ -98,19 +98,30 @@ def _ctx_mix(weights: np.ndarray, per_ctx: np.ndarray, fallback: float) -> np.nd
     return np.where(tot > 0, weights @ vals / np.maximum(tot, 1e-12), fallback)
 
 
-def _seg_array(axis: AxisModel, key: str, signal: str, default: float = 0.0) -> np.ndarray:
-    return np.array([float(s.anomaly.get(key, {}).get(signal, default)) for s in axis.segments])
+def _seg_array(axis: AxisModel, key: str, signal: str, default: float = 0.0,
+               seg: np.ndarray | None = None) -> np.ndarray:
+    """Per segment, the stored ``anomaly[key][signal]``; with ``seg``, per player (``[seg]`` of that)."""
+    if seg is not None and len(seg) <= len(axis.segments):  # few players: read only their segments
+        segments = axis.segments
+        return np.array([float(segments[i].anomaly.get(key, {}).get(signal, default)) for i in seg.tolist()],
+                        dtype=np.float64)
+    out = np.array([float(s.anomaly.get(key, {}).get(signal, default)) for s in axis.segments])
+    return out if seg is None else out[seg]
 
 
-def _seg_ctx(axis: AxisModel, key: str, signal: str) -> np.ndarray:
-    out = np.full((len(axis.segments), len(CONTEXTS)), np.nan)
-    for i, s in enumerate(axis.segments):
+def _seg_ctx(axis: AxisModel, key: str, signal: str, seg: np.ndarray | None = None) -> np.ndarray:
+    """Per segment and context, the stored ``anomaly[key][signal][context]`` (NaN when absent); with
+    ``seg``, per player."""
+    few = seg is not None and len(seg) <= len(axis.segments)
+    rows = [axis.segments[i] for i in seg.tolist()] if few else axis.segments
+    out = np.full((len(rows), len(CONTEXTS)), np.nan)
+    for i, s in enumerate(rows):
         d = s.anomaly.get(key, {}).get(signal, {})
         for j, c in enumerate(CONTEXTS):
             v = d.get(c)
             if v is not None:
                 out[i, j] = float(v)
-    return out
+    return out if few or seg is None else out[seg]
 
 
 COUNT_EXPOSURE = {"sessions": "exposure_days", "purchases": "active_days"}
@@ -132,8 +143,8 @@ def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndar
     (``prior_n0``, fitted on the fit run), never less than the ``n0`` setting; ``a0 = b0·r_seg``.
     A model fitted before the prior existed keeps the setting and no parameter dispersion.
     """
-    r_seg = _seg_array(axis, "rate", signal)[seg]
-    b0 = _seg_array(axis, "prior_n0", signal)[seg]
+    r_seg = _seg_array(axis, "rate", signal, seg=seg)
+    b0 = _seg_array(axis, "prior_n0", signal, seg=seg)
     has_prior = b0 > 0
     count_typ = _col(pair.typ, signal)
     x_typ = count_exposure(signal, pair.typ)
@@ -142,7 +153,7 @@ def expected_counts(axis: AxisModel, signal: str, pair: WindowPair, seg: np.ndar
         # shrink with exposure days, as DESIGN 4.4 writes it
         n0_eff = np.maximum(b0, n0)
         r_hat = an.shrunk_rate(count_typ, pair.e_typ, r_seg, n0_eff)
-        ctx = _seg_ctx(axis, "ctx_rate", signal)[seg]
+        ctx = _seg_ctx(axis, "ctx_rate", signal, seg)
         cur_mix = _ctx_mix_rows(pair.ctx_cur, ctx, r_seg)
         typ_mix = _ctx_mix_rows(pair.ctx_typ, ctx, r_seg)
         factor = np.where((cur_mix > 0) & (typ_mix > 0), cur_mix / np.maximum(typ_mix, 1e-12), 1.0)
@@ -179,8 +190,8 @@ def _ctx_mix_one(weights: list[float], per_ctx: list[float], fallback: float) ->
 def expected_values(axis: AxisModel, metric: str, pair: WindowPair, seg: np.ndarray, x_typ: np.ndarray
                     ) -> np.ndarray:
     """Typical value moved by the segment's contextual-center mix of the current vs typical window."""
-    base = _seg_array(axis, "value", metric)[seg]
-    ctx = _seg_ctx(axis, "ctx_value", metric)[seg]
+    base = _seg_array(axis, "value", metric, seg=seg)
+    ctx = _seg_ctx(axis, "ctx_value", metric, seg)
     return x_typ + _ctx_mix_rows(pair.ctx_cur, ctx, base) - _ctx_mix_rows(pair.ctx_typ, ctx, base)
 
 
@@ -272,7 +283,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                 if signal not in axis.segments[s].anomaly.get("prior_n0", {}) or m.sum() < 20:
                     axis.segments[s].anomaly.setdefault("alpha", {})[signal] = (
                         an.fit_dispersion(count[m], mu[m], alpha_param[m]) if m.sum() >= 20 else 0.0)
-        alpha = np.minimum(_seg_array(axis, "alpha", signal)[seg] + alpha_param, 1e4)
+        alpha = np.minimum(_seg_array(axis, "alpha", signal, seg=seg) + alpha_param, 1e4)
         p, sg = an.count_p_value(count, mu, alpha)
         tested.append(np.ones(n, dtype=bool))
         ps.append(p)
