@@ -161,15 +161,12 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             tz = (game.settings or {}).get("timezone", "UTC")
             if not isinstance(events, pl.DataFrame):
                 events = read_events(events, timezone=tz)
-            new = repo.insert_events(session, game_id, events).new_events
-            inserted = new.height
+            # New events stored, exactly those rolled up, the game's data marked changed.
+            stored = repo.store_events(session, game_id, events, timezone=tz)
+            inserted = stored.inserted
             if inserted:
-                daily = events_to_daily(new, timezone=tz)
-                repo.upsert_daily(session, game_id, daily, mode="add")
-                newest = new["timestamp"].max()
-                repo.touch_data_changed(session, game_id, newest_event_at=newest)
-                s = GameSettings.from_dict(game.settings or {})
-                if s.default_as_of is not None and newest > datetime.fromisoformat(s.default_as_of):
+                default_as_of = (game.settings or {}).get("default_as_of")
+                if default_as_of is not None and stored.newest_event_at > datetime.fromisoformat(str(default_as_of)):
                     repo.update_settings(session, game_id, {"default_as_of": None})
         self.counters["events_ingested"] = self.counters.get("events_ingested", 0) + inserted
         return {"game_id": game_id, "accepted": events.height, "inserted": inserted,

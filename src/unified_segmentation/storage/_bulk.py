@@ -430,7 +430,9 @@ def pg_json_rows(frame: pl.DataFrame | pl.LazyFrame) -> str:
     return frame.lazy().select(exprs).collect().write_json()
 
 
-def pg_recordset(table: str, columns: Sequence[str], alias: str = "t") -> tuple[str, dict[str, str]]:
+def pg_recordset(
+    table: str, columns: Sequence[str], alias: str = "t", placeholder: str = "%s"
+) -> tuple[str, dict[str, str]]:
     """``json_to_recordset(%s::json) AS alias(col type, ...)`` typed like ``table``'s columns, and the
     select expression of each column (JSON columns travel as text and are parsed with ``::jsonb``)."""
     types = pg_column_types(table)
@@ -443,7 +445,41 @@ def pg_recordset(table: str, columns: Sequence[str], alias: str = "t") -> tuple[
         else:
             decl.append(f"{quote(c)} {sql_type}")
             select_exprs[c] = f"{alias}.{quote(c)}"
-    return f"json_to_recordset(%s::json) AS {alias}({', '.join(decl)})", select_exprs
+    return f"json_to_recordset({placeholder}::json) AS {alias}({', '.join(decl)})", select_exprs
+
+
+def pg_upsert_sql(
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    sets: Sequence[str],
+    where: str | None = None,
+    *,
+    placeholder: str = "%s",
+    constants: dict[str, str] | None = None,
+    condition: str | None = None,
+) -> str:
+    """``INSERT INTO table ... SELECT FROM json_to_recordset(placeholder) ... ON CONFLICT`` (see
+    :func:`upsert_frame`). ``constants``: columns given by an SQL expression instead of the JSON rows
+    (e.g. a parameter); ``condition``: an SQL condition every row must meet (e.g. one on a CTE)."""
+    constants = constants or {}
+    source, exprs = pg_recordset(table, [c for c in columns if c not in constants], placeholder=placeholder)
+    exprs.update(constants)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) " + (
+        "DO UPDATE SET "
+        + ", ".join(s.format(new="excluded") for s in sets)
+        + (f" WHERE {where.format(new='excluded')}" if where else "")
+        if sets
+        else "DO NOTHING"
+    )
+    order = ", ".join(exprs[k] for k in keys if k not in constants)
+    return (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+        f"SELECT {', '.join(exprs[c] for c in columns)} FROM {source} "
+        + (f"WHERE {condition} " if condition else "")
+        + (f"ORDER BY {order} " if order else "")
+        + conflict
+    )
 
 
 def _pg_upsert_statement(
@@ -455,22 +491,8 @@ def _pg_upsert_statement(
     where: str | None,
 ) -> None:
     """One ``INSERT ... SELECT FROM json_to_recordset ... ON CONFLICT`` for a small frame."""
-    cols = frame.columns
-    source, exprs = pg_recordset(table, cols)
-    conflict = f"ON CONFLICT ({', '.join(keys)}) " + (
-        "DO UPDATE SET "
-        + ", ".join(s.format(new="excluded") for s in sets)
-        + (f" WHERE {where.format(new='excluded')}" if where else "")
-        if sets
-        else "DO NOTHING"
-    )
-    order = ", ".join(exprs[k] for k in keys)
-    query = (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in cols)}) "
-        f"SELECT {', '.join(exprs[c] for c in cols)} FROM {source} ORDER BY {order} {conflict}"
-    )
     with dbapi_cursor(session) as cursor:
-        cursor.execute(query, (pg_json_rows(frame),))
+        cursor.execute(pg_upsert_sql(table, frame.columns, keys, sets, where), (pg_json_rows(frame),))
 
 
 def _pg_scope_is_empty(session: Session, table: str, frame: pl.DataFrame, first_key: str) -> bool:

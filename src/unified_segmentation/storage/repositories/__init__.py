@@ -45,6 +45,7 @@ from .games import (
     touch_data_changed,
     update_settings,
 )
+from .ingestion import StoredEvents, store_events
 from .memberships import (
     MEMBERSHIP_SCHEMA,
     OFFSET_SCHEMA,
@@ -94,6 +95,7 @@ from .taxonomy import (
 )
 
 __all__ = [
+    "StoredEvents",
     "DAILY_COLUMNS",
     "DAILY_NULLABLE",
     "EVENTS_SCHEMA",
@@ -158,6 +160,7 @@ __all__ = [
     "save_rollout_config",
     "save_taxonomy",
     "save_validation_report",
+    "store_events",
     "touch_data_changed",
     "update_calibration_job",
     "update_settings",

@@ -152,6 +152,21 @@ def upsert_daily(
     kind = _bulk.dialect(session)
     session.flush()
     ingest_lock(session, game_id)
+    sets, where = daily_conflict_sets(kind, mode)
+    _bulk.upsert_frame(session, "daily_activity", frame, DAILY_KEYS, sets, where)
+    if update_players:
+        _upsert_player_rows(session, game_id, players_seen(game_id, frame))
+    return frame.height
+
+
+#: Primary key of ``daily_activity``.
+DAILY_KEYS = ("game_id", "player_id", "date")
+#: Primary key of ``players`` and what an ingested player-day changes in it (``{new}``: the incoming row).
+PLAYER_KEYS = ("game_id", "player_id")
+
+
+def daily_conflict_sets(kind: str, mode: str) -> tuple[list[str], str | None]:
+    """The ``ON CONFLICT DO UPDATE`` assignments and condition of :func:`upsert_daily`'s ``mode``."""
     if mode == "add":
         sets = []
         for c in DAILY_COLUMNS:
@@ -163,21 +178,29 @@ def upsert_daily(
             else:
                 sets.append(f"{c} = daily_activity.{c} + {{new}}.{c}")
         sets.append(f"custom = {_custom_merge_sql(kind)}")
-        where = "daily_activity.source = 'events'"
-    else:
-        sets = [f"{c} = {{new}}.{c}" for c in (*DAILY_COLUMNS, "custom", "source")]
-        where = None
-    _bulk.upsert_frame(session, "daily_activity", frame, ("game_id", "player_id", "date"), sets, where)
-    if update_players:
-        seen = (
-            frame.lazy()
-            .group_by("player_id", maintain_order=True)
-            .agg(pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen"))
-            .select(pl.lit(game_id).alias("game_id"), "player_id", "first_seen", "last_seen")
-            .collect()
-        )
-        _upsert_player_rows(session, game_id, seen)
-    return frame.height
+        return sets, "daily_activity.source = 'events'"
+    return [f"{c} = {{new}}.{c}" for c in (*DAILY_COLUMNS, "custom", "source")], None
+
+
+def player_conflict_sets(kind: str) -> tuple[list[str], str]:
+    """The ``ON CONFLICT DO UPDATE`` assignments and condition widening a player's seen dates."""
+    least, greatest = ("LEAST", "GREATEST") if kind == "postgresql" else ("min", "max")
+    sets = [
+        f"first_seen = {least}(players.first_seen, {{new}}.first_seen)",
+        f"last_seen = {greatest}(players.last_seen, {{new}}.last_seen)",
+    ]
+    return sets, "{new}.first_seen < players.first_seen OR {new}.last_seen > players.last_seen"
+
+
+def players_seen(game_id: str, rows: pl.DataFrame) -> pl.DataFrame:
+    """``game_id, player_id, first_seen, last_seen`` of :func:`_daily_rows`' rows, one per player."""
+    return (
+        rows.lazy()
+        .group_by("player_id", maintain_order=True)
+        .agg(pl.col("date").min().alias("first_seen"), pl.col("date").max().alias("last_seen"))
+        .select(pl.lit(game_id).alias("game_id"), "player_id", "first_seen", "last_seen")
+        .collect()
+    )
 
 
 def _expand_custom(frame: pl.DataFrame) -> pl.DataFrame:
@@ -325,16 +348,10 @@ def upsert_players(session: Session, game_id: str, players: pl.DataFrame) -> int
 
 def _upsert_player_rows(session: Session, game_id: str, frame: pl.DataFrame) -> int:
     """``game_id, player_id, first_seen, last_seen`` rows, one per player, into ``players``."""
-    kind = _bulk.dialect(session)
-    least, greatest = ("LEAST", "GREATEST") if kind == "postgresql" else ("min", "max")
-    sets = [
-        f"first_seen = {least}(players.first_seen, {{new}}.first_seen)",
-        f"last_seen = {greatest}(players.last_seen, {{new}}.last_seen)",
-    ]
-    where = "{new}.first_seen < players.first_seen OR {new}.last_seen > players.last_seen"
+    sets, where = player_conflict_sets(_bulk.dialect(session))
     session.flush()
     ingest_lock(session, game_id)
-    _bulk.upsert_frame(session, "players", frame, ("game_id", "player_id"), sets, where)
+    _bulk.upsert_frame(session, "players", frame, PLAYER_KEYS, sets, where)
     return frame.height
 
 

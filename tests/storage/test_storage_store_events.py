@@ -1,0 +1,121 @@
+"""``store_events`` (ingestion as one unit) stores exactly what the step-by-step path stores.
+
+The reference is the step-by-step path: ``insert_events``, ``events_to_daily`` of the new rows,
+``upsert_daily(mode="add")``, ``touch_data_changed``. Each scenario runs both into two games of the
+same database and compares events, daily rows, players and the games' ``newest_event_at``: a fresh
+batch (PostgreSQL: the one-statement path), a re-sent one, one overlapping stored and purged keys (the
+roll-up redone for the new rows only), game-specific event types (``custom`` counts merged), a
+player-day from a daily file (left alone), and the staged path (threshold forced to 0).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from sqlalchemy.orm import Session
+
+from unified_segmentation.features.daily import events_to_daily
+from unified_segmentation.storage import _bulk
+from unified_segmentation.storage import repositories as repo
+from unified_segmentation.storage.models import Game
+
+from .conftest import T0, make_events
+
+REF, NEW = "g_reference", "g_store"
+
+
+@pytest.fixture(params=["statement", "staged"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "staged":
+        monkeypatch.setattr(_bulk, "SMALL_STATEMENT_ROWS", 0)
+    return request.param
+
+
+@pytest.fixture
+def games(db_session: Session) -> None:
+    for g in (REF, NEW):
+        repo.ensure_game(db_session, g, {"timezone": "Europe/Paris"})
+
+
+def _reference(session: Session, game_id: str, events: pl.DataFrame) -> tuple[int, int]:
+    result = repo.insert_events(session, game_id, events)
+    if result.inserted:
+        repo.upsert_daily(session, game_id, events_to_daily(result.new_events, timezone="Europe/Paris"))
+        repo.touch_data_changed(session, game_id, newest_event_at=result.new_events["timestamp"].max())
+    return result.inserted, result.duplicates
+
+
+def _both(session: Session, events: pl.DataFrame) -> repo.StoredEvents:
+    expected = _reference(session, REF, events)
+    stored = repo.store_events(session, NEW, events, timezone="Europe/Paris")
+    assert (stored.inserted, stored.duplicates) == expected
+    assert stored.accepted == events.height
+    return stored
+
+
+def _assert_same(session: Session) -> None:
+    session.expire_all()
+    assert repo.load_events(session, NEW).equals(repo.load_events(session, REF))
+    assert repo.load_daily(session, NEW).equals(repo.load_daily(session, REF))
+    assert repo.players_first_seen(session, NEW).equals(repo.players_first_seen(session, REF))
+    assert session.get(Game, NEW).newest_event_at == session.get(Game, REF).newest_event_at
+
+
+def _rows(start: int, stop: int, hours: int = 5) -> list[tuple[str, str, str, dt.datetime, float | None]]:
+    kinds = ["session", "purchase", "social", "quest", "session", "refund", "boss_kill"]
+    return [
+        (f"e{i}", f"p{i % 4}", kinds[i % len(kinds)], T0 + dt.timedelta(hours=hours * i, minutes=i),
+         float(60 * i) if i % 3 else None)
+        for i in range(start, stop)
+    ]
+
+
+def test_fresh_resent_and_overlapping_batches(db_session: Session, games: None, write_path: str) -> None:
+    first = _both(db_session, make_events(_rows(0, 30)))
+    assert (first.inserted, first.newest_event_at is not None) == (30, True)
+    _assert_same(db_session)
+
+    again = _both(db_session, make_events(_rows(0, 30)))  # a re-sent batch changes nothing
+    assert (again.inserted, again.newest_event_at) == (0, None)
+    _assert_same(db_session)
+
+    for g in (REF, NEW):
+        repo.purge_events(db_session, g, before=T0 + dt.timedelta(hours=20))  # e0-e3: keys kept
+    overlapping = make_events([*_rows(2, 40), ("e50", "p9", "session", T0, 600.0), ("e50", "p9", "social", T0, None)])
+    mixed = _both(db_session, overlapping)
+    assert (mixed.inserted, mixed.duplicates) == (11, 29)  # e30-e39 and e50 (once) are new
+    _assert_same(db_session)
+
+
+def test_events_roll_into_event_days_only(db_session: Session, games: None, write_path: str) -> None:
+    file_day = pl.DataFrame({
+        "player_id": ["p1"], "date": [dt.date(2024, 3, 1)], "sessions": [9.0], "playtime_minutes": [90.0],
+        "purchases": [0.0], "spend": [0.0], "social_events": [0.0],
+    })
+    for g in (REF, NEW):
+        repo.upsert_daily(db_session, g, file_day, mode="replace")
+    _both(db_session, make_events(_rows(0, 12)))
+    _both(db_session, make_events(_rows(12, 20)))
+    _assert_same(db_session)
+    kept = repo.load_daily(db_session, NEW).filter(pl.col("player_id") == "p1", pl.col("date") == dt.date(2024, 3, 1))
+    assert kept["sessions"].to_list() == [9.0]
+
+
+def test_newest_event_never_moves_back(db_session: Session, games: None, write_path: str) -> None:
+    _both(db_session, make_events(_rows(10, 20)))
+    older = _both(db_session, make_events(_rows(0, 10)))
+    assert older.inserted == 10
+    db_session.expire_all()
+    assert db_session.get(Game, NEW).newest_event_at == _bulk.as_utc(max(r[3] for r in _rows(10, 20)))
+    _assert_same(db_session)
+
+
+def test_empty_and_unordered_frames(db_session: Session, games: None) -> None:
+    assert repo.store_events(db_session, NEW, make_events([]), timezone="UTC").inserted == 0
+    frame = make_events(_rows(0, 8)).reverse().with_columns(pl.col("timestamp").dt.replace_time_zone(None))
+    stored = repo.store_events(db_session, NEW, frame, timezone="Europe/Paris")
+    assert stored.inserted == 8
+    _reference(db_session, REF, frame)
+    _assert_same(db_session)
