@@ -273,3 +273,28 @@ def test_factorize_survives_hash_collisions(monkeypatch: pytest.MonkeyPatch) -> 
     codes, uniques = kernels.factorize(values)
     assert uniques.to_list() == ["a", "b", "c"]
     assert uniques.gather(codes).to_list() == values.to_list()
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 5000])
+def test_small_batch_numbering_matches_hash_numbering(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to a few thousand events ids are numbered with Python sets; the roll-up is identical to the
+    vectorized numbering's (ids in byte order, non-ASCII ids included)."""
+    from unified_segmentation.features import daily as daily_module
+
+    rng = np.random.default_rng(n)
+    ids = np.array(["p1", "p10", "p2", "Zed", "élan", "日本", "e\u0301", "~"])
+    kinds = np.array(["session", "purchase", "refund", "social", "quest", "Boss_kill"])
+    t0 = dt.datetime(2024, 3, 30, 20, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "player_id": ids[rng.integers(0, ids.size, n)],
+            "event_type": kinds[rng.integers(0, kinds.size, n)],
+            "timestamp": [t0 + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 3 * 86_400, n)],
+            "value": [None if v < 0.1 else float("nan") if v < 0.15 else 600 * v for v in rng.random(n)],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC"), "value": pl.Float64},
+    )
+    small = events_to_daily(events, timezone=TZ)
+    monkeypatch.setattr(daily_module, "_SMALL_BATCH", -1)
+    assert_frame_equal(small, events_to_daily(events, timezone=TZ))
+    assert small["player_id"].to_list() == sorted(small["player_id"].to_list(), key=lambda s: s.encode())

@@ -119,3 +119,29 @@ def test_empty_and_unordered_frames(db_session: Session, games: None) -> None:
     assert stored.inserted == 8
     _reference(db_session, REF, frame)
     _assert_same(db_session)
+
+
+def test_game_time_settings(db_session: Session) -> None:
+    assert repo.game_time_settings(db_session, "g_nowhere") is None
+    repo.ensure_game(db_session, "g_tz", {"timezone": "Asia/Kolkata", "default_as_of": "2024-03-01T00:00:00+00:00"})
+    assert repo.game_time_settings(db_session, "g_tz") == ("Asia/Kolkata", "2024-03-01T00:00:00+00:00")
+    repo.ensure_game(db_session, "g_bare", {})
+    assert repo.game_time_settings(db_session, "g_bare") == ("UTC", None)
+
+
+def test_sqlite_and_postgresql_statement_paths_store_the_same_text(db_session: Session, games: None) -> None:
+    """The one-statement paths write events, datetimes and dates exactly as the ORM / frame writers do
+    (compared through the stored text on SQLite, the typed values on PostgreSQL)."""
+    rows = [(f"x{i}", "ü", "session", T0 + dt.timedelta(microseconds=7 * i, days=i), 1.5 * i) for i in range(5)]
+    _both(db_session, make_events(rows))
+    with _bulk.dbapi_cursor(db_session) as cursor:
+        cursor.execute(
+            "SELECT game_id, event_id, player_id, event_type, ts, value, properties FROM raw_events "
+            "WHERE game_id IN ('g_reference', 'g_store') ORDER BY event_id, game_id"
+        )
+        stored = cursor.fetchall()
+        cursor.execute("SELECT game_id, newest_event_at, data_changed_at IS NOT NULL FROM games "
+                       "WHERE game_id IN ('g_reference', 'g_store') ORDER BY game_id")
+        touched = cursor.fetchall()
+    assert [r[1:] for r in stored[0::2]] == [r[1:] for r in stored[1::2]]
+    assert touched[0][1:] == touched[1][1:]

@@ -157,17 +157,19 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         or JSON rows, read here in the game's time zone (one invalid row rejects them all)."""
         _check_id(game_id, "game_id")
         with self._uow() as session:
-            game = repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
-            tz = (game.settings or {}).get("timezone", "UTC")
+            known = repo.game_time_settings(session, game_id)
+            if known is None:
+                game = repo.ensure_game(session, game_id, default_settings=GameSettings().to_dict())
+                known = ((game.settings or {}).get("timezone", "UTC"), (game.settings or {}).get("default_as_of"))
+            tz, default_as_of = known
             if not isinstance(events, pl.DataFrame):
                 events = read_events(events, timezone=tz)
             # New events stored, exactly those rolled up, the game's data marked changed.
             stored = repo.store_events(session, game_id, events, timezone=tz)
             inserted = stored.inserted
-            if inserted:
-                default_as_of = (game.settings or {}).get("default_as_of")
-                if default_as_of is not None and stored.newest_event_at > datetime.fromisoformat(str(default_as_of)):
-                    repo.update_settings(session, game_id, {"default_as_of": None})
+            if inserted and default_as_of is not None and stored.newest_event_at > datetime.fromisoformat(
+                    str(default_as_of)):
+                repo.update_settings(session, game_id, {"default_as_of": None})
         self.counters["events_ingested"] = self.counters.get("events_ingested", 0) + inserted
         return {"game_id": game_id, "accepted": events.height, "inserted": inserted,
                 "duplicates": events.height - inserted}

@@ -333,19 +333,8 @@ def upsert_frame(
     cols = frame.columns
     encoded = encode_for(frame, kind)
     if kind == "sqlite":
-        new = "excluded"
-        conflict = f"ON CONFLICT ({', '.join(keys)}) " + (
-            "DO UPDATE SET "
-            + ", ".join(s.format(new=new) for s in sets)
-            + (f" WHERE {where.format(new=new)}" if where else "")
-            if sets
-            else "DO NOTHING"
-        )
-        marks = ", ".join("?" for _ in cols)
         with dbapi_cursor(session) as cursor:
-            cursor.executemany(
-                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) {conflict}", encoded.iter_rows()
-            )
+            cursor.executemany(sqlite_upsert_sql(table, cols, keys, sets, where), encoded.iter_rows())
         return
     if frame.height <= SMALL_STATEMENT_ROWS:
         _pg_upsert_statement(session, table, frame, keys, sets, where)
@@ -396,6 +385,25 @@ def upsert_frame(
     if new_rows.height:
         with dbapi_cursor(session) as cursor:
             pg_copy_in(cursor, table, cols, new_rows.sort(list(keys)))
+
+
+def _conflict_clause(keys: Sequence[str], sets: Sequence[str], where: str | None) -> str:
+    return f"ON CONFLICT ({', '.join(keys)}) " + (
+        "DO UPDATE SET "
+        + ", ".join(s.format(new="excluded") for s in sets)
+        + (f" WHERE {where.format(new='excluded')}" if where else "")
+        if sets
+        else "DO NOTHING"
+    )
+
+
+def sqlite_upsert_sql(
+    table: str, columns: Sequence[str], keys: Sequence[str], sets: Sequence[str], where: str | None = None
+) -> str:
+    """SQLite ``INSERT ... VALUES (?, ...) ON CONFLICT ...`` of one row (for ``executemany``; see
+    :func:`upsert_frame` for ``sets`` and ``where``)."""
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {_conflict_clause(keys, sets, where)}"
 
 
 def pg_column_types(table: str) -> dict[str, str]:
@@ -465,13 +473,7 @@ def pg_upsert_sql(
     constants = constants or {}
     source, exprs = pg_recordset(table, [c for c in columns if c not in constants], placeholder=placeholder)
     exprs.update(constants)
-    conflict = f"ON CONFLICT ({', '.join(keys)}) " + (
-        "DO UPDATE SET "
-        + ", ".join(s.format(new="excluded") for s in sets)
-        + (f" WHERE {where.format(new='excluded')}" if where else "")
-        if sets
-        else "DO NOTHING"
-    )
+    conflict = _conflict_clause(keys, sets, where)
     order = ", ".join(exprs[k] for k in keys if k not in constants)
     return (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "

@@ -45,7 +45,7 @@ from .games import (
     touch_data_changed,
     update_settings,
 )
-from .ingestion import StoredEvents, store_events
+from .ingestion import StoredEvents, game_time_settings, store_events
 from .memberships import (
     MEMBERSHIP_SCHEMA,
     OFFSET_SCHEMA,
@@ -117,6 +117,7 @@ __all__ = [
     "encode_cursor",
     "ensure_game",
     "erase_player",
+    "game_time_settings",
     "events_purged",
     "get_api_key",
     "get_calibration_job",

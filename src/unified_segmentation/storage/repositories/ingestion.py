@@ -16,8 +16,11 @@ uniqueness would fail a writer that bypassed it, never double count).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from dataclasses import dataclass
 
+import orjson
 import polars as pl
 from sqlalchemy import case, update
 from sqlalchemy.orm import Session
@@ -26,17 +29,16 @@ from ...features.daily import events_to_daily
 from .. import _bulk
 from ..models import Game, utcnow
 from .activity import (
+    DAILY_COLUMNS,
     DAILY_KEYS,
     PLAYER_KEYS,
-    _daily_rows,
     daily_conflict_sets,
     player_conflict_sets,
-    players_seen,
     upsert_daily,
 )
 from .events import EVENTS_SCHEMA, _canonical_exprs, ingest_lock, insert_events
 
-__all__ = ["StoredEvents", "store_events"]
+__all__ = ["StoredEvents", "game_time_settings", "store_events"]
 
 _SCHEMA = pl.Schema(EVENTS_SCHEMA)
 _EVENT_COLUMNS = ("event_id", "player_id", "event_type", "ts", "value", "properties")
@@ -54,6 +56,24 @@ class StoredEvents:
     @property
     def duplicates(self) -> int:
         return self.accepted - self.inserted
+
+
+def game_time_settings(session: Session, game_id: str) -> tuple[str, str | None] | None:
+    """``(timezone, default_as_of)`` of the game's stored settings (``"UTC"`` when unset), ``None`` when
+    the game does not exist: what ingestion reads of the game, in one small query."""
+    if _bulk.dialect(session) == "postgresql":
+        query = "SELECT settings ->> 'timezone', settings ->> 'default_as_of' FROM games WHERE game_id = %s"
+    else:
+        query = (
+            "SELECT json_extract(settings, '$.timezone'), json_extract(settings, '$.default_as_of') "
+            "FROM games WHERE game_id = ?"
+        )
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.execute(query, (game_id,))
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return row[0] or "UTC", row[1]
 
 
 def _distinct_events(events: pl.DataFrame) -> pl.DataFrame:
@@ -81,18 +101,136 @@ def store_events(
     total = frame.height
     if total == 0:
         return StoredEvents(events.height, 0, None)
-    daily = events_to_daily(frame, timezone=timezone)  # optimistic: every event new
+    kind = _bulk.dialect(session)
+    rollup = _Rollup.of(events_to_daily(frame, timezone=timezone))  # optimistic: every event new
     stamp = _bulk.as_utc(ingested_at or utcnow())
-    if _bulk.dialect(session) == "postgresql" and total <= _bulk.SMALL_STATEMENT_ROWS:
-        return _pg_store(session, game_id, frame, daily, timezone, stamp, events.height)
-    stored = insert_events(session, game_id, frame, ingested_at=stamp)
-    new = stored.new_events
-    if new.height:
-        upsert_daily(session, game_id, daily if new.height == total else events_to_daily(new, timezone=timezone))
-        newest = new["timestamp"].max()
+    if kind == "postgresql" and total <= _bulk.SMALL_STATEMENT_ROWS:
+        return _pg_store(session, game_id, frame, rollup, timezone, stamp, events.height)
+    if kind == "sqlite" and total <= _bulk.SMALL_STATEMENT_ROWS:
+        new = _sqlite_insert(session, game_id, frame, stamp)
+    else:
+        new = insert_events(session, game_id, frame, ingested_at=stamp).new_events
+    if not new.height:
+        return StoredEvents(events.height, 0, None)
+    if new.height < total:
+        rollup = _Rollup.of(events_to_daily(new, timezone=timezone))
+    newest = new["timestamp"].max()
+    if kind == "sqlite":
+        _sqlite_upsert(session, game_id, rollup, newest, stamp)
+    else:
+        upsert_daily(session, game_id, rollup.frame)
         _touch(session, game_id, newest, stamp)
-        return StoredEvents(events.height, new.height, newest)
-    return StoredEvents(events.height, 0, None)
+    return StoredEvents(events.height, new.height, newest)
+
+
+@dataclass(frozen=True)
+class _Rollup:
+    """The Daily frame of ``events_to_daily`` as the rows ``upsert_daily(mode="add")`` writes (plain
+    Python values: for a batch of a few thousand events this costs a fraction of Polars' per-query
+    overhead), and the players' first / last dates."""
+
+    frame: pl.DataFrame
+    columns: tuple[str, ...]  # player_id, date, *DAILY_COLUMNS, custom
+    rows: list[tuple]  # dates as datetime.date
+    players: list[tuple]  # player_id, first_seen, last_seen
+
+    @classmethod
+    def of(cls, daily: pl.DataFrame) -> _Rollup:
+        ev = [c for c in daily.columns if c.startswith("ev_")]
+        player_ids = daily["player_id"].to_list()
+        dates = daily["date"].to_list()
+        values = [daily[c].to_list() for c in DAILY_COLUMNS]
+        if ev:
+            keys = [json.dumps(c) + ": " for c in ev]
+            custom = [_custom_text(keys, counts) for counts in zip(*(daily[c].to_list() for c in ev), strict=True)]
+        else:
+            custom = [None] * daily.height
+        span: dict[str, list] = {}
+        for player, date in zip(player_ids, dates, strict=True):
+            seen = span.get(player)
+            if seen is None:
+                span[player] = [date, date]
+            elif date < seen[0]:
+                seen[0] = date
+            elif date > seen[1]:
+                seen[1] = date
+        return cls(
+            daily,
+            ("player_id", "date", *DAILY_COLUMNS, "custom"),
+            list(zip(player_ids, dates, *values, custom, strict=True)),
+            [(player, first, last) for player, (first, last) in span.items()],
+        )
+
+
+def _custom_text(keys: list[str], counts: tuple[float, ...]) -> str | None:
+    """The sparse JSON object of a row's non-zero ``ev_*`` counts, as ``activity._custom_json`` writes it."""
+    parts = [key + repr(v) for key, v in zip(keys, counts, strict=True) if v != 0 and math.isfinite(v)]
+    return "{" + ", ".join(parts) + "}" if parts else None
+
+
+def _sqlite_insert(session: Session, game_id: str, frame: pl.DataFrame, stamp: dt.datetime) -> pl.DataFrame:
+    """SQLite, a small distinct frame: the events not seen before inserted by one statement (rows as one
+    JSON parameter, keys of purged events skipped, stored keys skipped by ``ON CONFLICT DO NOTHING``,
+    ``RETURNING`` naming the new ones: no look-up query first); returns the new rows."""
+    ts = frame["timestamp"].dt.strftime(_bulk.SQLITE_DATETIME_FORMAT)  # UTC
+    rows = orjson.dumps(list(zip(
+        frame["event_id"].to_list(), frame["player_id"].to_list(), frame["event_type"].to_list(), ts.to_list(),
+        frame["value"].to_list(), frame["properties"].to_list(), strict=True,
+    )))
+    at = _sqlite_datetime(stamp)
+    session.flush()
+    ingest_lock(session, game_id)
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.execute(_SQLITE_INSERT, (game_id, at, rows.decode(), game_id))
+        inserted = [r[0] for r in cursor.fetchall()]
+    if len(inserted) == frame.height:
+        return frame
+    return frame.filter(pl.col("event_id").is_in(pl.Series(inserted, dtype=pl.String).implode()))
+
+
+_SQLITE_INSERT = (
+    "INSERT INTO raw_events (game_id, event_id, player_id, event_type, ts, value, properties, ingested_at) "
+    "SELECT ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), "
+    "json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'), ? "
+    "FROM json_each(?) AS j WHERE NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.game_id = ? "
+    "AND k.event_id = json_extract(j.value, '$[0]')) ORDER BY 2 "
+    "ON CONFLICT (game_id, event_id) DO NOTHING RETURNING event_id"
+)
+
+
+def _sqlite_datetime(value: dt.datetime) -> str:
+    """How ``UTCDateTime`` stores a datetime on SQLite (naive UTC text)."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_upsert(
+    session: Session, game_id: str, rollup: _Rollup, newest: dt.datetime, stamp: dt.datetime
+) -> None:
+    """SQLite, under the lock: ``upsert_daily(mode="add")`` of the roll-up's rows, players widened,
+    the game's data marked changed (as :func:`_touch`)."""
+    daily_sets, daily_where = daily_conflict_sets("sqlite", "add")
+    player_sets, player_where = player_conflict_sets("sqlite")
+    daily_sql = _bulk.sqlite_upsert_sql(
+        "daily_activity", ("game_id", *rollup.columns, "source"), DAILY_KEYS, daily_sets, daily_where
+    )
+    player_sql = _bulk.sqlite_upsert_sql(
+        "players", ("game_id", "player_id", "first_seen", "last_seen"), PLAYER_KEYS, player_sets, player_where
+    )
+    session.flush()
+    ingest_lock(session, game_id)
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.executemany(
+            daily_sql, [(game_id, r[0], r[1].isoformat(), *r[2:], "events") for r in rollup.rows]
+        )
+        cursor.executemany(
+            player_sql, [(game_id, p, first.isoformat(), last.isoformat()) for p, first, last in rollup.players]
+        )
+        newest_text = _sqlite_datetime(newest)
+        cursor.execute(
+            "UPDATE games SET data_changed_at = ?, newest_event_at = CASE WHEN newest_event_at IS NULL "
+            "OR newest_event_at < ? THEN ? ELSE newest_event_at END WHERE game_id = ?",
+            (_sqlite_datetime(stamp), newest_text, newest_text, game_id),
+        )
 
 
 def _touch(session: Session, game_id: str, newest: dt.datetime, at: dt.datetime) -> None:
@@ -115,26 +253,28 @@ def _pg_store(
     session: Session,
     game_id: str,
     frame: pl.DataFrame,
-    daily: pl.DataFrame,
+    rollup: _Rollup,
     timezone: str,
     stamp: dt.datetime,
     accepted: int,
 ) -> StoredEvents:
     total = frame.height
-    rows = _daily_rows(game_id, daily, "events", "add").drop("game_id")
-    seen = players_seen(game_id, rows).drop("game_id")
     params = {
         "g": game_id,
         "stamp": stamp,
         "n": total,
-        "events": _bulk.pg_json_rows(frame.lazy().rename({"timestamp": "ts"}).select(_EVENT_COLUMNS)),
-        "daily": _bulk.pg_json_rows(rows),
-        "players": _bulk.pg_json_rows(seen),
+        "events": frame.with_columns(frame["timestamp"].dt.strftime(_bulk.PG_DATETIME_FORMAT))  # UTC
+        .rename({"timestamp": "ts"})
+        .write_json(),
+        "daily": orjson.dumps([dict(zip(rollup.columns, row, strict=True)) for row in rollup.rows]).decode(),
+        "players": orjson.dumps(
+            [{"player_id": p, "first_seen": first, "last_seen": last} for p, first, last in rollup.players]
+        ).decode(),
     }
     session.flush()
     ingest_lock(session, game_id)
     with _bulk.dbapi_cursor(session) as cursor:
-        cursor.execute(_pg_statement(rows.columns, seen.columns), params)
+        cursor.execute(_pg_statement(list(rollup.columns), ["player_id", "first_seen", "last_seen"]), params)
         inserted, newest, ids = cursor.fetchone()
     if inserted == total or inserted == 0:
         return StoredEvents(accepted, inserted, newest)
@@ -158,8 +298,9 @@ def _pg_statement(daily_columns: list[str], player_columns: list[str]) -> str:
     daily_sets, daily_where = daily_conflict_sets("postgresql", "add")
     player_sets, player_where = player_conflict_sets("postgresql")
     daily_sql = _bulk.pg_upsert_sql(
-        "daily_activity", ["game_id", *daily_columns], DAILY_KEYS, daily_sets, daily_where,
-        placeholder="%(daily)s", constants={"game_id": "%(g)s::text"}, condition=everything_new,
+        "daily_activity", ["game_id", *daily_columns, "source"], DAILY_KEYS, daily_sets, daily_where,
+        placeholder="%(daily)s", constants={"game_id": "%(g)s::text", "source": "'events'"},
+        condition=everything_new,
     )
     player_sql = _bulk.pg_upsert_sql(
         "players", ["game_id", *player_columns], PLAYER_KEYS, player_sets, player_where,
