@@ -78,8 +78,10 @@ class ReadConnections:
     def run(self, read: Callable[[Any], Any]) -> Any:
         """``read(cursor)`` on an idle (or new) connection; driver errors raised as SQLAlchemy's."""
         for attempt in (0, 1):
-            reused = bool(self._idle) and not self._shared
-            conn = self._idle.pop() if reused else self._connect()
+            conn = self._take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect()
             try:
                 # PostgreSQL: results in binary (floats and integers arrive unparsed, bit for bit)
                 cursor = conn.cursor(binary=True) if self._binary else conn.cursor()
@@ -101,6 +103,15 @@ class ReadConnections:
                 self._idle.append(conn)
             return out
         raise AssertionError("unreachable")
+
+    def _take_idle(self) -> Any:
+        """An idle connection, or ``None`` (threads may race for the last one: ``deque.pop`` is atomic)."""
+        if self._shared:
+            return None
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return None
 
     def _is_disconnect(self, exc: Exception, conn: Any) -> bool:
         dbapi_conn = conn.dbapi_connection if self._shared else conn
