@@ -60,7 +60,16 @@ def _assert_same(session: Session) -> None:
     assert repo.load_events(session, NEW).equals(repo.load_events(session, REF))
     assert repo.load_daily(session, NEW).equals(repo.load_daily(session, REF))
     assert repo.players_first_seen(session, NEW).equals(repo.players_first_seen(session, REF))
+    assert _players(session, NEW) == _players(session, REF)
     assert session.get(Game, NEW).newest_event_at == session.get(Game, REF).newest_event_at
+
+
+def _players(session: Session, game_id: str) -> list[tuple]:
+    p = _bulk.param(_bulk.dialect(session))
+    with _bulk.dbapi_cursor(session) as cursor:
+        cursor.execute(f"SELECT player_id, first_seen, last_seen FROM players WHERE game_id = {p} ORDER BY player_id",
+                       (game_id,))
+        return [tuple(r) for r in cursor.fetchall()]
 
 
 def _rows(start: int, stop: int, hours: int = 5) -> list[tuple[str, str, str, dt.datetime, float | None]]:

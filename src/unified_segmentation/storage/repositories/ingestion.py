@@ -46,8 +46,8 @@ _EVENT_COLUMNS = ("event_id", "player_id", "event_type", "ts", "value", "propert
 
 @dataclass(frozen=True)
 class StoredEvents:
-    """What :func:`store_events` did: ``accepted`` distinct events, ``inserted`` of them new, the
-    newest new event's time (None when nothing was new)."""
+    """What :func:`store_events` did: ``accepted`` rows, ``inserted`` of them new (a key repeated in the
+    batch counts once), the newest new event's time (None when nothing was new)."""
 
     accepted: int
     inserted: int
@@ -102,34 +102,34 @@ def store_events(
     if total == 0:
         return StoredEvents(events.height, 0, None)
     kind = _bulk.dialect(session)
-    rollup = _Rollup.of(events_to_daily(frame, timezone=timezone))  # optimistic: every event new
+    daily = events_to_daily(frame, timezone=timezone)  # optimistic: every event new
     stamp = _bulk.as_utc(ingested_at or utcnow())
-    if kind == "postgresql" and total <= _bulk.SMALL_STATEMENT_ROWS:
-        return _pg_store(session, game_id, frame, rollup, timezone, stamp, events.height)
-    if kind == "sqlite" and total <= _bulk.SMALL_STATEMENT_ROWS:
+    small = total <= _bulk.SMALL_STATEMENT_ROWS
+    if kind == "postgresql" and small:
+        return _pg_store(session, game_id, frame, _Rollup.of(daily), timezone, stamp, events.height)
+    if kind == "sqlite" and small:
         new = _sqlite_insert(session, game_id, frame, stamp)
     else:
         new = insert_events(session, game_id, frame, ingested_at=stamp).new_events
     if not new.height:
         return StoredEvents(events.height, 0, None)
     if new.height < total:
-        rollup = _Rollup.of(events_to_daily(new, timezone=timezone))
+        daily = events_to_daily(new, timezone=timezone)
     newest = new["timestamp"].max()
     if kind == "sqlite":
-        _sqlite_upsert(session, game_id, rollup, newest, stamp)
+        _sqlite_upsert(session, game_id, _Rollup.of(daily), newest, stamp)
     else:
-        upsert_daily(session, game_id, rollup.frame)
+        upsert_daily(session, game_id, daily)
         _touch(session, game_id, newest, stamp)
     return StoredEvents(events.height, new.height, newest)
 
 
 @dataclass(frozen=True)
 class _Rollup:
-    """The Daily frame of ``events_to_daily`` as the rows ``upsert_daily(mode="add")`` writes (plain
+    """A Daily frame of ``events_to_daily`` as the rows ``upsert_daily(mode="add")`` writes (plain
     Python values: for a batch of a few thousand events this costs a fraction of Polars' per-query
     overhead), and the players' first / last dates."""
 
-    frame: pl.DataFrame
     columns: tuple[str, ...]  # player_id, date, *DAILY_COLUMNS, custom
     rows: list[tuple]  # dates as datetime.date
     players: list[tuple]  # player_id, first_seen, last_seen
@@ -155,7 +155,6 @@ class _Rollup:
             elif date > seen[1]:
                 seen[1] = date
         return cls(
-            daily,
             ("player_id", "date", *DAILY_COLUMNS, "custom"),
             list(zip(player_ids, dates, *values, custom, strict=True)),
             [(player, first, last) for player, (first, last) in span.items()],
