@@ -168,25 +168,44 @@ def _custom_text(keys: list[str], counts: tuple[float, ...]) -> str | None:
 
 
 def _sqlite_insert(session: Session, game_id: str, frame: pl.DataFrame, stamp: dt.datetime) -> pl.DataFrame:
-    """SQLite, a small distinct frame: the events not seen before inserted by one statement (rows as one
-    JSON parameter, keys of purged events skipped, stored keys skipped by ``ON CONFLICT DO NOTHING``,
-    ``RETURNING`` naming the new ones: no look-up query first); returns the new rows."""
-    ts = frame["timestamp"].dt.strftime(_bulk.SQLITE_DATETIME_FORMAT)  # UTC
-    rows = orjson.dumps(list(zip(
-        frame["event_id"].to_list(), frame["player_id"].to_list(), frame["event_type"].to_list(), ts.to_list(),
+    """SQLite, a small distinct frame: the events not seen before inserted; returns the new rows.
+
+    The usual batch is all new and the game has no purged keys: the rows then go in by one
+    ``executemany`` of a plain ``INSERT ... ON CONFLICT DO NOTHING`` inside a savepoint, kept when
+    every row went in. Otherwise (the savepoint rolled back) one ``INSERT ... SELECT FROM json_each``
+    skips stored and purged keys and names the new ones (``RETURNING``). Exact either way: SQLite
+    has one writer, and the game's lock is held.
+    """
+    ts = frame["timestamp"].dt.strftime(_bulk.SQLITE_DATETIME_FORMAT).to_list()  # UTC
+    rows = sorted(zip(  # key order: one ordered pass over the primary-key index
+        frame["event_id"].to_list(), frame["player_id"].to_list(), frame["event_type"].to_list(), ts,
         frame["value"].to_list(), frame["properties"].to_list(), strict=True,
-    )))
+    ))
     at = _sqlite_datetime(stamp)
     session.flush()
     ingest_lock(session, game_id)
     with _bulk.dbapi_cursor(session) as cursor:
-        cursor.execute(_SQLITE_INSERT, (game_id, at, rows.decode(), game_id))
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM event_keys WHERE game_id = ?)", (game_id,))
+        if not cursor.fetchone()[0]:
+            cursor.execute("SAVEPOINT useg_new_events")
+            cursor.executemany(_SQLITE_INSERT_ROW, [(game_id, *row, at) for row in rows])
+            all_new = cursor.rowcount == len(rows)
+            if not all_new:
+                cursor.execute("ROLLBACK TO useg_new_events")
+            cursor.execute("RELEASE useg_new_events")
+            if all_new:
+                return frame
+        cursor.execute(_SQLITE_INSERT, (game_id, at, orjson.dumps(rows).decode(), game_id))
         inserted = [r[0] for r in cursor.fetchall()]
     if len(inserted) == frame.height:
         return frame
     return frame.filter(pl.col("event_id").is_in(pl.Series(inserted, dtype=pl.String).implode()))
 
 
+_SQLITE_INSERT_ROW = (
+    "INSERT INTO raw_events (game_id, event_id, player_id, event_type, ts, value, properties, ingested_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (game_id, event_id) DO NOTHING"
+)
 _SQLITE_INSERT = (
     "INSERT INTO raw_events (game_id, event_id, player_id, event_type, ts, value, properties, ingested_at) "
     "SELECT ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), "
