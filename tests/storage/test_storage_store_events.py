@@ -210,3 +210,18 @@ def test_concurrent_store_events_never_double_count(empty_db_url: str, size: int
             assert session.get(Game, "g_conc").newest_event_at == events["timestamp"].max()
     finally:
         engine.dispose()
+
+
+def test_data_changed_at_is_taken_at_write_time(db_session: Session, games: None, write_path: str) -> None:
+    """``data_changed_at`` is read from the clock under the lock, not when the batch arrived (a calibration
+    between the two must not look newer than the data); ``ingested_at`` may be given."""
+    arrived = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    before = dt.datetime.now(dt.UTC)
+    assert repo.store_events(db_session, NEW, make_events(_rows(0, 5)), timezone="UTC", ingested_at=arrived).inserted
+    db_session.expire_all()
+    assert db_session.get(Game, NEW).data_changed_at >= before
+    with _bulk.dbapi_cursor(db_session) as cursor:
+        p = _bulk.param(_bulk.dialect(db_session))
+        cursor.execute(f"SELECT count(*) FROM raw_events WHERE game_id = {p} AND ingested_at = {p}",
+                       (NEW, _bulk.datetime_param(_bulk.dialect(db_session), arrived)))
+        assert cursor.fetchone()[0] == 5

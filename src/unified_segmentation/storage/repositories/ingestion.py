@@ -117,10 +117,10 @@ def store_events(
         daily = events_to_daily(new, timezone=timezone)
     newest = new["timestamp"].max()
     if kind == "sqlite":
-        _sqlite_upsert(session, game_id, _Rollup.of(daily), newest, stamp)
+        _sqlite_upsert(session, game_id, _Rollup.of(daily), newest)
     else:
         upsert_daily(session, game_id, daily)
-        _touch(session, game_id, newest, stamp)
+        _touch(session, game_id, newest)
     return StoredEvents(events.height, new.height, newest)
 
 
@@ -222,7 +222,7 @@ def _sqlite_datetime(value: dt.datetime) -> str:
 
 
 def _sqlite_upsert(
-    session: Session, game_id: str, rollup: _Rollup, newest: dt.datetime, stamp: dt.datetime
+    session: Session, game_id: str, rollup: _Rollup, newest: dt.datetime
 ) -> None:
     """SQLite, under the lock: ``upsert_daily(mode="add")`` of the roll-up's rows, players widened,
     the game's data marked changed (as :func:`_touch`)."""
@@ -247,17 +247,19 @@ def _sqlite_upsert(
         cursor.execute(
             "UPDATE games SET data_changed_at = ?, newest_event_at = CASE WHEN newest_event_at IS NULL "
             "OR newest_event_at < ? THEN ? ELSE newest_event_at END WHERE game_id = ?",
-            (_sqlite_datetime(stamp), newest_text, newest_text, game_id),
+            (_sqlite_datetime(utcnow()), newest_text, newest_text, game_id),
         )
 
 
-def _touch(session: Session, game_id: str, newest: dt.datetime, at: dt.datetime) -> None:
-    """``data_changed_at = at``, ``newest_event_at`` advanced to ``newest`` (never moved back)."""
+def _touch(session: Session, game_id: str, newest: dt.datetime) -> None:
+    """``data_changed_at`` = now (taken under the lock, as late as possible: a calibration that started
+    before this commit must not look newer than the data), ``newest_event_at`` advanced to ``newest``
+    (never moved back)."""
     session.execute(
         update(Game)
         .where(Game.game_id == game_id)
         .values(
-            data_changed_at=at,
+            data_changed_at=utcnow(),
             newest_event_at=case(
                 (Game.newest_event_at.is_(None) | (Game.newest_event_at < newest), newest),
                 else_=Game.newest_event_at,
@@ -291,6 +293,7 @@ def _pg_store(
     }
     session.flush()
     ingest_lock(session, game_id)
+    params["changed"] = _bulk.as_utc(utcnow())  # as late as possible (see _touch)
     with _bulk.dbapi_cursor(session) as cursor:
         cursor.execute(_pg_statement(list(rollup.columns), ["player_id", "first_seen", "last_seen"]), params)
         inserted, newest, ids = cursor.fetchone()
@@ -299,7 +302,7 @@ def _pg_store(
     # Some events were seen before: roll up exactly the new ones (nothing else was written).
     new = frame.filter(pl.col("event_id").is_in(pl.Series(ids, dtype=pl.String).implode()))
     upsert_daily(session, game_id, events_to_daily(new, timezone=timezone))
-    _touch(session, game_id, newest, stamp)
+    _touch(session, game_id, newest)
     return StoredEvents(accepted, inserted, newest)
 
 
@@ -333,7 +336,7 @@ def _pg_statement(daily_columns: list[str], player_columns: list[str]) -> str:
         "n AS MATERIALIZED (SELECT count(*) AS c, max(ts) AS newest FROM ins), "
         f"d AS ({daily_sql} RETURNING 1), "
         f"p AS ({player_sql} RETURNING 1), "
-        "g AS (UPDATE games SET data_changed_at = %(stamp)s::timestamptz, "
+        "g AS (UPDATE games SET data_changed_at = %(changed)s::timestamptz, "
         "newest_event_at = GREATEST(games.newest_event_at, n.newest) FROM n "
         "WHERE games.game_id = %(g)s::text AND n.c = %(n)s::bigint RETURNING 1) "
         "SELECT n.c, n.newest, CASE WHEN n.c < %(n)s::bigint THEN (SELECT array_agg(event_id) FROM ins) END FROM n"
