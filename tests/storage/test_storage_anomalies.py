@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from unified_segmentation.errors import InvalidInput
 from unified_segmentation.storage import repositories as repo
+from unified_segmentation.storage.repositories import anomalies as anomalies_repo
 
 from .conftest import T0
 
@@ -121,3 +122,44 @@ def test_malformed_cursor(db_session: Session, game: str) -> None:
     with pytest.raises(InvalidInput):
         repo.list_anomalies(db_session, game, cursor="not-a-cursor")
     assert repo.decode_cursor(repo.encode_cursor(1.5, 7)) == (1.5, 7)
+
+
+def _stored_rows(session: Session, game: str) -> list[tuple]:
+    page = repo.list_anomalies(session, game, anomalous_only=False, limit=1000)
+    return sorted(
+        (d.player_id, d.taxonomy_version, d.as_of, d.detected_at, d.is_anomalous, d.overall_score, d.surprise,
+         d.confidence, d.context, d.axes, d.flagged_axes, d.directions)
+        for d in page.items
+    )
+
+
+def test_plain_rows_store_what_the_frame_path_stores(db_session: Session, game: str) -> None:
+    """Small batches of dicts skip the frame (one INSERT / executemany); the stored rows are the same."""
+    rows = _detections()
+    rows[1] = rows[1] | {"axes": None, "confidence": None}
+    rows[2] = {k: v for k, v in rows[2].items() if k != "context"}
+    rows[3] = rows[3] | {"axes": '{"social": {"anomaly_score": 0.95, "direction": "social_burst"}}'}
+    repo.ensure_game(db_session, "plain", {"timezone": "UTC"})
+    assert repo.insert_detections(db_session, "plain", rows) == 10
+    with pytest.MonkeyPatch.context() as mp:  # the frame path, for the same dicts
+        mp.setattr(anomalies_repo, "SMALL_INSERT_ROWS", -1)
+        assert repo.insert_detections(db_session, game, rows) == 10
+    assert _stored_rows(db_session, "plain") == _stored_rows(db_session, game)
+    naive = rows[0] | {"player_id": "naive", "as_of": dt.datetime(2024, 3, 1, 12)}  # naive = UTC
+    del naive["detected_at"]  # default: now
+    repo.insert_detections(db_session, "plain", [naive])
+    (det,) = repo.list_player_detections(db_session, "plain", "naive")
+    assert det.as_of == T0 and abs(det.detected_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+    # ids ascend in the order given
+    ids = [d.player_id for d in sorted(repo.list_anomalies(db_session, "plain", anomalous_only=False, limit=100).items,
+                                       key=lambda d: d.id)]
+    assert ids == [f"p{i}" for i in range(10)] + ["naive"]
+
+
+def test_plain_rows_refuse_what_the_frame_path_refuses(db_session: Session, game: str) -> None:
+    with pytest.raises(ValueError, match="surprise"):
+        repo.insert_detections(db_session, game, [{k: v for k, v in _detections()[0].items() if k != "surprise"}])
+    # NaN is null: NOT NULL (the driver's error, as on the frame path)
+    with pytest.raises(Exception, match="(?i)null") as exc, db_session.begin_nested():  # noqa: PT011
+            repo.insert_detections(db_session, game, [_detections()[0] | {"surprise": float("nan")}])
+    assert "IntegrityError" in type(exc.value).__name__ or "NotNull" in type(exc.value).__name__

@@ -47,6 +47,7 @@ from .ops import OpsMixin
 from .requests import RequestPathMixin
 
 log = logging.getLogger("unified_segmentation.services")
+_FLUSH = object()  # queued by ``Services.flush``: the background writer writes what it holds now
 
 
 class Services(RequestPathMixin, MigrationMixin, OpsMixin):
@@ -516,46 +517,145 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         return {"game_id": game_id, "player_id": player_id, "erased": True, "rows_deleted": n}
 
     # ------------------------------------------------------------------ background persistence
+    # The writer takes everything queued, waits up to ``_write_linger_s`` for more while it holds fewer
+    # than ``_write_batch_rows`` rows (``flush`` ends the wait), and writes the lot in one transaction:
+    # at concurrency 1 the single detections of several requests share one ``INSERT`` and one commit.
+    _write_linger_s = 0.02  # in-process, 400 single detections: writer CPU per detection 5 ms: ~0.6 ms, 20 ms: ~0.3 ms
+    _write_batch_rows = 1_000
+    _writer_start = threading.Lock()
+
+    @property
+    def _write_wake(self) -> threading.Event:
+        """Set by ``flush``: the writer stops waiting for more."""
+        wake = self.__dict__.get("_write_wake_event")
+        if wake is None:
+            with self._writer_start:
+                wake = self.__dict__.setdefault("_write_wake_event", threading.Event())
+        return wake
+
     def _enqueue(self, item) -> None:
+        """Queue ``(kind, game_id, rows)`` for the background writer (started on first use)."""
         self._writes.put(item)
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_loop, name="useg-writer", daemon=True)
-            self._writer.start()
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            with self._writer_start:
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = threading.Thread(target=self._write_loop, name="useg-writer", daemon=True)
+                    self._writer.start()
 
     def _write_loop(self) -> None:
-        while not self._stop.is_set():
+        """Write queued detections until ``close`` (it leaves once stopped and the queue is empty)."""
+        q = self._writes
+        while True:
             try:
-                first = self._writes.get(timeout=0.5)
+                first = q.get(timeout=0.5)
             except queue.Empty:
+                if self._stop.is_set():
+                    return
                 continue
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._writes.get_nowait())
-                except queue.Empty:
+            self._write_batch(self._gather(first))
+
+    def _gather(self, first) -> list:
+        """``first`` and what else is queued; while short, what arrives within the linger too.
+
+        The writer sleeps out the linger once (``flush`` wakes it) instead of waking for every detection
+        queued meanwhile: it takes the interpreter lock from the requests once per batch, not per item.
+        """
+        q = self._writes
+        batch = [first]
+        rows = 0 if first is _FLUSH else len(first[2])
+        hurry = first is _FLUSH or self._stop.is_set()
+        lingered = False
+        while rows < self._write_batch_rows:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                if hurry or lingered:
                     break
-            self._write_batch(batch)
+                lingered = True
+                self._write_wake.wait(self._write_linger_s)
+                self._write_wake.clear()
+                continue
+            batch.append(item)
+            if item is _FLUSH:
+                hurry = True
+            else:
+                rows += len(item[2])
+        return batch
 
     def _write_batch(self, batch) -> None:
+        """Store a batch's detections in one transaction (each game's in the order queued).
+
+        Should that fail, it is retried twice, then each queued item goes in its own transaction, so
+        one bad item costs only its own rows; what still fails is logged (and counted), never raised.
+        """
+        items = [item for item in batch if item is not _FLUSH]
+        try:
+            if items:
+                self._write_items(items)
+        finally:
+            for _ in batch:
+                self._writes.task_done()
+
+    def _write_items(self, items: list) -> None:
         by_game: dict[str, list] = {}
-        for _kind, game_id, rows in batch:
+        for _kind, game_id, rows in items:
             by_game.setdefault(game_id, []).extend(rows)
-        for game_id, rows in by_game.items():
-            for attempt in range(3):
+        n = sum(len(rows) for rows in by_game.values())
+        for attempt in range(3):
+            try:
+                with self._uow() as session:
+                    for game_id, rows in by_game.items():
+                        repo.insert_detections(session, game_id, rows)
+                return
+            except Exception:  # noqa: BLE001 - derived data, retried then logged
+                log.exception("persisting %d detections failed (attempt %d)", n, attempt + 1)
+                if attempt < 2:
+                    time.sleep(0.2 * (attempt + 1))
+        lost = 0
+        if len(items) > 1:
+            for _kind, game_id, rows in items:
                 try:
                     with self._uow() as session:
                         repo.insert_detections(session, game_id, rows)
-                    break
-                except Exception:  # noqa: BLE001 - derived data, retried then logged
-                    log.exception("persisting %d detections failed (attempt %d)", len(rows), attempt + 1)
-                    time.sleep(0.2 * (attempt + 1))
-        for _ in batch:
-            self._writes.task_done()
+                except Exception:  # noqa: BLE001
+                    log.exception("persisting %d detections of game %r failed; they are not stored",
+                                  len(rows), game_id)
+                    lost += len(rows)
+        else:
+            lost = n
+            log.error("%d detections of game %r are not stored", n, items[0][1])
+        if lost:
+            self.counters["detections_not_persisted"] = self.counters.get("detections_not_persisted", 0) + lost
 
     def flush(self) -> None:
-        """Wait until detections answered so far are persisted."""
-        if self._writer is not None and self._writer.is_alive():
-            self._writes.join()
+        """Wait until the detections answered so far are persisted (the writer's wait for more ends now).
+
+        Should no writer be running (never started, or stopped by ``close``), what is queued is written
+        by the calling thread.
+        """
+        q = self._writes
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            q.put(_FLUSH)
+            self._write_wake.set()
+            with q.all_tasks_done:
+                while q.unfinished_tasks and writer.is_alive():
+                    q.all_tasks_done.wait(0.1)
+            if writer.is_alive():
+                return
+        while True:  # the writer is gone (or was never started): left-overs are written here
+            try:
+                first = q.get_nowait()
+            except queue.Empty:
+                return
+            batch = [first]
+            while True:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_batch(batch)
 
     # ------------------------------------------------------------------ API keys and limits
     def create_api_key(self, scope: str, *, games: list[str] | None = None, name: str | None = None
