@@ -19,7 +19,8 @@ RUN pip install -c constraints.txt . \
     && mkdir -p /data "$NUMBA_CACHE_DIR" \
     && python -c "import numpy as np; from unified_segmentation.core.kernel import AxisKernel; \
 k = AxisKernel(np.zeros((2, 2)) + [[0.0], [1.0]], np.stack([np.eye(2)] * 2), [0.5, 0.5]); \
-k.score(np.zeros((3, 2))); k.noisy_probability(np.zeros((3, 2)), np.ones((3, 2)))" \
+k.score(np.zeros((3, 2))); k.noisy_probability(np.zeros((3, 2)), np.ones((3, 2))); \
+from unified_segmentation.storage._pgcopy import warm_up; warm_up()" \
     && chown -R useg:useg /data "$NUMBA_CACHE_DIR"
 
 COPY alembic.ini main.py ./

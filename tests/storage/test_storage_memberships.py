@@ -197,6 +197,13 @@ def test_chunked_binary_copy_keeps_one_layout(db_session: Session, game: str) ->
     assert loaded["updated_at"][0] == dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
 
 
+def test_compiled_copy_loops_warm_up() -> None:
+    """The image build's warm-up encodes one row and decodes it back through the compiled loops."""
+    from unified_segmentation.storage import _pgcopy
+
+    assert _pgcopy.warm_up() == 1
+
+
 def test_copy_out_matches_psycopg_iteration(db_session: Session, game: str) -> None:
     """The fast ``COPY TO`` drain returns exactly what psycopg's row iterator returns, and errors alike."""
     from unified_segmentation.storage import _bulk, _pgcopy

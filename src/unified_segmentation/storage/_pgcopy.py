@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["copy_encoded", "copy_frame_binary", "copy_out", "encode_rows", "pg_table_types", "read_binary"]
+__all__ = ["copy_encoded", "copy_frame_binary", "copy_out", "encode_rows", "pg_table_types", "read_binary", "warm_up"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -313,3 +313,25 @@ def read_binary(cursor: Any, query: str, params: Sequence[Any] | dict[str, Any] 
             values = values.view(np.float64 if dtype == pl.Float64 else np.int64)
         arrays.append(pa.array(values, mask=mask if null_count else None))
     return pl.from_arrow(pa.Table.from_arrays(arrays, names=list(schema))).cast(schema)
+
+
+def warm_up() -> int:
+    """Compile the loops of :mod:`._pgcopy_numba` (or load them from numba's on-disk cache) with the
+    argument types the real calls use, by encoding one row and decoding it again; returns the rows
+    decoded (1). The image build runs it so workers do not compile on their first bulk read or write."""
+    from ._pgcopy_numba import count_rows, gather, parse_rows
+
+    _, payload = encode_rows(pl.DataFrame({"v": [1.5], "t": ["x"]}), {"v": "float8", "t": "text"})
+    data = HEADER + payload.tobytes() + TRAILER
+    buf = np.frombuffer(data, dtype=np.uint8)  # read-only, as read_binary's buffer is
+    n = count_rows(buf, len(HEADER))
+    raw = np.zeros((2, n), dtype=np.uint64)
+    nulls = np.zeros((2, n), dtype=np.bool_)
+    starts = np.zeros((2, n), dtype=np.int64)
+    lengths = np.zeros((2, n), dtype=np.int64)
+    if parse_rows(buf, len(HEADER), n, np.asarray([8, 0], dtype=np.int64), raw, nulls, starts, lengths) >= 0:
+        raise RuntimeError("binary COPY warm-up: the encoded row did not decode")
+    offsets, chars = gather(buf, starts[1], lengths[1], nulls[1])
+    if raw[0].view(np.float64)[0] != 1.5 or chars.tobytes() != b"x" or offsets[-1] != 1:
+        raise RuntimeError("binary COPY warm-up: the decoded row differs")
+    return n
