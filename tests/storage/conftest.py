@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
@@ -157,3 +158,26 @@ def taxonomy_dict() -> Callable[..., dict[str, Any]]:
         return copy.deepcopy(taxonomy)
 
     return build
+
+
+def run_together(work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``work(item)`` for every item, each on its own thread, all released at once by a barrier (so the
+    transactions really overlap); the results in completion order. Fails with the errors if any."""
+    barrier = threading.Barrier(len(items))
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run(item: Any) -> None:
+        try:
+            barrier.wait()
+            results.append(work(item))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results

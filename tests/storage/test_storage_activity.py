@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 
 import polars as pl
 import pytest
@@ -17,7 +16,7 @@ from unified_segmentation.storage.db import make_engine, session_factory, unit_o
 from unified_segmentation.storage.migrate import upgrade
 from unified_segmentation.storage.models import DailyActivity, EventKey, RawEvent
 
-from .conftest import GAME, T0, make_events, simple_rollup
+from .conftest import GAME, T0, make_events, run_together, simple_rollup
 
 
 def _events() -> pl.DataFrame:
@@ -366,25 +365,13 @@ def test_concurrent_ingestion_never_double_counts(empty_db_url: str) -> None:
     batches = [events.slice(0, 2_000), events.slice(1_000, 2_000)]  # 1,000 events in both
     with unit_of_work(sessions) as session:
         repo.ensure_game(session, GAME, {})
-    barrier = threading.Barrier(2)
-    results: list[int] = []
-    errors: list[BaseException] = []
 
-    def work(batch: pl.DataFrame) -> None:
-        try:
-            barrier.wait()
-            with unit_of_work(sessions) as session:
-                results.append(_ingest(session, batch).inserted)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def work(batch: pl.DataFrame) -> int:
+        with unit_of_work(sessions) as session:
+            return _ingest(session, batch).inserted
 
-    threads = [threading.Thread(target=work, args=(b,)) for b in batches]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        results = run_together(work, batches)
         assert sum(results) == n
         with unit_of_work(sessions) as session:
             assert repo.count_events(session, GAME) == n

@@ -11,7 +11,6 @@ player-day from a daily file (left alone), and the staged path (threshold forced
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import polars as pl
 import pytest
@@ -25,7 +24,7 @@ from unified_segmentation.storage.db import make_engine, session_factory, unit_o
 from unified_segmentation.storage.migrate import upgrade
 from unified_segmentation.storage.models import Game
 
-from .conftest import T0, make_events
+from .conftest import T0, make_events, run_together
 
 REF, NEW = "g_reference", "g_store"
 
@@ -176,25 +175,13 @@ def test_concurrent_store_events_never_double_count(empty_db_url: str, size: int
     batches = [events.slice(k * step, size) for k in range(4)] + [events.slice(n - size, size)]
     with unit_of_work(sessions) as session:
         repo.ensure_game(session, "g_conc", {})
-    barrier = threading.Barrier(len(batches))
-    results: list[int] = []
-    errors: list[BaseException] = []
 
-    def work(batch: pl.DataFrame) -> None:
-        try:
-            barrier.wait()
-            with unit_of_work(sessions) as session:
-                results.append(repo.store_events(session, "g_conc", batch, timezone="Europe/Paris").inserted)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def work(batch: pl.DataFrame) -> int:
+        with unit_of_work(sessions) as session:
+            return repo.store_events(session, "g_conc", batch, timezone="Europe/Paris").inserted
 
-    threads = [threading.Thread(target=work, args=(b,)) for b in batches]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        results = run_together(work, batches)
         assert sum(results) == n
         with unit_of_work(sessions) as session:
             assert repo.count_events(session, "g_conc") == n
