@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from ...errors import GameNotFound
@@ -91,13 +91,19 @@ def touch_data_changed(
     *,
     newest_event_at: dt.datetime | None = None,
     at: dt.datetime | None = None,
-) -> Game:
-    """Record that the game's data changed (``data_changed_at``) and advance ``newest_event_at``."""
-    game = get_game_or_raise(session, game_id)
-    game.data_changed_at = at or utcnow()
+) -> None:
+    """Record that the game's data changed (``data_changed_at``, default now: call it under the ingestion
+    lock, right before the write ends, so a calibration that started earlier never looks newer than the
+    data) and advance ``newest_event_at`` (never moved back), in one ``UPDATE``."""
+    values: dict[str, Any] = {"data_changed_at": at or utcnow()}
     if newest_event_at is not None:
-        newest_event_at = _bulk.as_utc(newest_event_at)
-        if game.newest_event_at is None or newest_event_at > game.newest_event_at:
-            game.newest_event_at = newest_event_at
-    session.flush()
-    return game
+        newest = _bulk.as_utc(newest_event_at)
+        values["newest_event_at"] = case(
+            (Game.newest_event_at.is_(None) | (Game.newest_event_at < newest), newest),
+            else_=Game.newest_event_at,
+        )
+    result = session.execute(
+        update(Game).where(Game.game_id == game_id).values(**values).execution_options(synchronize_session="fetch")
+    )
+    if result.rowcount == 0:
+        raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)

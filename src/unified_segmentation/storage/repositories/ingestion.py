@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import orjson
 import polars as pl
-from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
 from ...features.daily import events_to_daily
 from .. import _bulk
-from ..models import Game, utcnow
+from ..models import utcnow
 from .activity import (
     DAILY_COLUMNS,
     DAILY_KEYS,
@@ -37,6 +36,7 @@ from .activity import (
     upsert_daily,
 )
 from .events import EVENTS_SCHEMA, _canonical_exprs, ingest_lock, insert_events
+from .games import touch_data_changed
 
 __all__ = ["StoredEvents", "game_time_settings", "store_events"]
 
@@ -120,7 +120,7 @@ def store_events(
         _sqlite_upsert(session, game_id, _Rollup.of(daily), newest)
     else:
         upsert_daily(session, game_id, daily)
-        _touch(session, game_id, newest)
+        touch_data_changed(session, game_id, newest_event_at=newest)
     return StoredEvents(events.height, new.height, newest)
 
 
@@ -251,24 +251,6 @@ def _sqlite_upsert(
         )
 
 
-def _touch(session: Session, game_id: str, newest: dt.datetime) -> None:
-    """``data_changed_at`` = now (taken under the lock, as late as possible: a calibration that started
-    before this commit must not look newer than the data), ``newest_event_at`` advanced to ``newest``
-    (never moved back)."""
-    session.execute(
-        update(Game)
-        .where(Game.game_id == game_id)
-        .values(
-            data_changed_at=utcnow(),
-            newest_event_at=case(
-                (Game.newest_event_at.is_(None) | (Game.newest_event_at < newest), newest),
-                else_=Game.newest_event_at,
-            ),
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
 def _pg_store(
     session: Session,
     game_id: str,
@@ -293,7 +275,7 @@ def _pg_store(
     }
     session.flush()
     ingest_lock(session, game_id)
-    params["changed"] = _bulk.as_utc(utcnow())  # as late as possible (see _touch)
+    params["changed"] = _bulk.as_utc(utcnow())  # as late as possible (see touch_data_changed)
     with _bulk.dbapi_cursor(session) as cursor:
         cursor.execute(_pg_statement(list(rollup.columns), ["player_id", "first_seen", "last_seen"]), params)
         inserted, newest, ids = cursor.fetchone()
@@ -302,7 +284,7 @@ def _pg_store(
     # Some events were seen before: roll up exactly the new ones (nothing else was written).
     new = frame.filter(pl.col("event_id").is_in(pl.Series(ids, dtype=pl.String).implode()))
     upsert_daily(session, game_id, events_to_daily(new, timezone=timezone))
-    _touch(session, game_id, newest)
+    touch_data_changed(session, game_id, newest_event_at=newest)
     return StoredEvents(accepted, inserted, newest)
 
 
