@@ -91,13 +91,6 @@ class WindowPair:
         self.ctx_typ = _ctx_exposure(self.typ)
 
 
-def _ctx_mix(weights: np.ndarray, per_ctx: np.ndarray, fallback: float) -> np.ndarray:
-    """Exposure-weighted mix of per-context values (nan -> fallback), shape (n,)."""
-    vals = np.where(np.isfinite(per_ctx), per_ctx, fallback)
-    tot = weights.sum(axis=1)
-    return np.where(tot > 0, weights @ vals / np.maximum(tot, 1e-12), fallback)
-
-
 def _seg_array(axis: AxisModel, key: str, signal: str, default: float = 0.0,
                seg: np.ndarray | None = None) -> np.ndarray:
     """Per segment, the stored ``anomaly[key][signal]``; with ``seg``, per player (``[seg]`` of that)."""

@@ -22,7 +22,6 @@ from sqlalchemy import text
 
 from ..core.taxonomy import GameBehavioralTaxonomy
 from ..errors import (
-    Forbidden,
     GameNotFound,
     InvalidInput,
     NoTaxonomy,
@@ -851,11 +850,6 @@ def typical_offset_rows(tax: GameBehavioralTaxonomy, daily: pl.DataFrame, first:
             "typical_exposure_days": e,
         }).with_columns(pl.lit(now).dt.cast_time_unit("us").alias("updated_at")))
     return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame()
-
-
-def _forbid(games: list[str] | None, game_id: str) -> None:
-    if games is not None and game_id not in games:
-        raise Forbidden(f"this API key may not access game {game_id!r}")
 
 
 __all__ = ["Services", "membership_rows", "typical_offset_rows", "align", "GameNotFound"]
