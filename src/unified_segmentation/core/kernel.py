@@ -149,6 +149,9 @@ class AxisKernel:
             _WARM = True
             self.score(self.centers_[:1])
             self.noisy_probability(self.centers_[:1], np.zeros((1, p)))
+            from . import _window_numba  # the request path's window features
+
+            _window_numba.warm_up()
 
     def _positions(self, Z) -> np.ndarray:
         Z = np.ascontiguousarray(Z, dtype=np.float64)

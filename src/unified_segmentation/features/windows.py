@@ -363,130 +363,91 @@ def window_feature_arrays(
     else:
         types = list(dict.fromkeys(
             t[len(EV_PREFIX):] if str(t).startswith(EV_PREFIX) else str(t) for t in custom_types))
+    nb = _window_pass()
     start_day = (window.start - _EPOCH).days
     end_day = (window.end - _EPOCH).days
-    n_window_days = window.n_days
     n_players = rows.n_players
-
-    # Rows up to the window's end (later rows neither make a player known nor count).
-    upto = rows.days <= end_day
-    all_upto = bool(upto.all())
-    codes = rows.codes if all_upto else rows.codes[upto]
-    row_days = rows.days if all_upto else rows.days[upto]
-    first = rows.first_seen.copy()
-    if row_days.size:
-        np.minimum.at(first, codes, row_days)
-
-    def raw(name: str) -> np.ndarray:
-        values = rows.values[name]
-        return values if all_upto else values[upto]
-
     weights, contexts, suffix = _day_table(window, holiday_country, context_code)
-    known = first <= end_day
-    start_index = np.clip(first - start_day, 0, n_window_days)
-    exposure_by_context = suffix[:, np.where(known, start_index, n_window_days)]
-    exposure = exposure_by_context.sum(axis=0)
-
-    # Rows inside the window (and context).
-    in_window = row_days >= start_day
-    day_index = np.clip(row_days - start_day, 0, n_window_days - 1)
-    row_context = contexts[day_index]
-    if context_code is not None:
-        in_window &= row_context == context_code
-    sel = np.flatnonzero(in_window)
-    g = codes[sel]
-    row_weight = weights[day_index[sel]]
-    leisure = row_context[sel] != WEEKDAY
-
-    def column(name: str) -> np.ndarray:
-        if name not in rows.values:
-            return np.zeros(sel.size)
-        values = raw(name)[sel]  # a copy (``sel`` is an index array)
-        # nan_to_num costs ~10 small numpy calls; most columns of most requests have nothing to replace
-        return values if np.isfinite(values).all() else np.nan_to_num(values, nan=0.0)
-
-    def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(g, weights=values, minlength=n_players).astype(np.float64, copy=False)
-
-    sessions, playtime = column("sessions"), column("playtime_minutes")
-    purchases, spend, refunds = column("purchases"), column("spend"), column("refunds")
-    social_events = column("social_events")
-    ev_values = {t: column(EV_PREFIX + t) for t in types}
-    active_row = (sessions > 0) | (playtime > 0) | (purchases > 0) | (social_events > 0)
-    for name in ev_columns:
-        kind = name[len(EV_PREFIX):]
-        active_row |= (ev_values[kind] if kind in ev_values else column(name)) > 0
-
-    totals = {
-        "sessions": total(sessions),
-        "playtime_minutes": total(playtime),
-        "purchases": total(purchases),
-        "net_spend": np.maximum(total(spend) - total(refunds), 0.0),
-        "social_events": total(social_events),
-    }
-    active_days = np.bincount(g, weights=active_row.astype(np.float64), minlength=n_players).astype(np.float64)
-    active_weighted = total(active_row * row_weight)
-    leisure_playtime = total(np.where(leisure, playtime, 0.0))
-
-    optional: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # input column -> (numerator, denominator)
-    for source, denominator in (
-        ("night_playtime_minutes", playtime),
-        ("social_sessions", sessions),
-        ("start_hour_sin_sum", sessions),
-        ("start_hour_cos_sum", sessions),
-    ):
-        if source not in rows.values:
-            continue
-        mask = ~np.isnan(raw(source))
-        if not mask.any():  # no row knows it: the metric is omitted
-            continue
-        row_known = mask[sel]
-        optional[source] = (total(np.where(row_known, column(source), 0.0)),
-                            total(np.where(row_known, denominator, 0.0)))
-    if "social_sessions" in optional:
-        totals["social_sessions"] = optional["social_sessions"][0]
-    for t in types:
-        totals[EV_PREFIX + t] = total(ev_values[t])
-
-    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(numerator)
-        np.divide(numerator, denominator, out=out, where=denominator > 0)
-        return out
-
-    rate_days = np.maximum(exposure, MIN_RATE_EXPOSURE_DAYS)
-    metrics: dict[str, np.ndarray] = {
-        "spend_per_day": totals["net_spend"] / rate_days,
-        "purchases_per_day": totals["purchases"] / rate_days,
-        "avg_purchase_value": ratio(totals["net_spend"], totals["purchases"]),
-        "has_purchase": (totals["purchases"] > 0).astype(np.float64),
-        "sessions_per_day": totals["sessions"] / rate_days,
-        "avg_session_minutes": ratio(totals["playtime_minutes"], totals["sessions"]),
-        "active_day_share": np.minimum(ratio(active_weighted, exposure), 1.0),
-        "weekend_play_share": ratio(leisure_playtime, totals["playtime_minutes"]),
-    }
-    if "night_playtime_minutes" in optional:
-        metrics["night_play_share"] = np.minimum(ratio(*optional["night_playtime_minutes"]), 1.0)
-    if "start_hour_sin_sum" in optional:
-        metrics["start_hour_sin"] = ratio(*optional["start_hour_sin_sum"])
-    if "start_hour_cos_sum" in optional:
-        metrics["start_hour_cos"] = ratio(*optional["start_hour_cos_sum"])
-    metrics["social_events_per_session"] = ratio(totals["social_events"], totals["sessions"])
-    if "social_sessions" in optional:
-        metrics["social_session_share"] = np.minimum(ratio(*optional["social_sessions"]), 1.0)
-    for t in types:
-        metrics[custom_metric(t)] = totals[EV_PREFIX + t] / rate_days
-
-    keep = np.flatnonzero(known)
+    n_types = len(types)
+    # every row the pass reads, in its order: base columns, custom types, the other ev_ columns (they
+    # only make a day active), the optional inputs (NaN: unknown, as an absent column)
+    type_set = {EV_PREFIX + t for t in types}
+    names = [*_BASE_INPUTS, *(EV_PREFIX + t for t in types), *(c for c in ev_columns if c not in type_set)]
+    vals = np.empty((len(names) + 4, rows.codes.shape[0]))
+    values = rows.values
+    for i, name in enumerate(names):
+        v = values.get(name)
+        vals[i] = 0.0 if v is None else v
+    for j, name in enumerate(nb.OPTIONAL_SOURCES):
+        v = values.get(name)
+        vals[len(names) + j] = np.nan if v is None else v
+    n_out = nb.N_HEAD + 2 * n_types + nb.N_METRICS
+    block = np.empty((n_out, n_players))
+    opt_known = np.empty(4, dtype=np.bool_)
+    first = np.array(rows.first_seen, dtype=np.int64)  # lowered in place to each player's first row
+    all_known = nb.window_pass(
+        np.asarray(rows.codes, dtype=np.int64), np.asarray(rows.days, dtype=np.int64), vals, first, n_players,
+        start_day, end_day, weights, contexts, suffix,
+        -1 if context_code is None else context_code, n_types, len(names) - len(_BASE_INPUTS),
+        MIN_RATE_EXPOSURE_DAYS, block, opt_known)
+    if all_known:
+        keep = np.arange(n_players)
+        rows_of = block  # one row per output column, aligned on keep
+    else:
+        keep = np.flatnonzero(first <= end_day)
+        rows_of = block[:, keep]
+    night, social_sessions, hour_sin, hour_cos = opt_known.tolist()
     out: dict[str, np.ndarray] = {
-        "exposure_days": exposure[keep],
-        "active_days": active_days[keep].astype(np.int64),
-        "exposure_weekday": exposure_by_context[WEEKDAY][keep],
-        "exposure_weekend": exposure_by_context[WEEKEND][keep],
-        "exposure_holiday": exposure_by_context[HOLIDAY][keep],
+        "exposure_days": rows_of[nb.O_EXPOSURE],
+        "active_days": rows_of[nb.O_ACTIVE_DAYS].astype(np.int64),
+        "exposure_weekday": rows_of[nb.O_EXP_WEEKDAY],
+        "exposure_weekend": rows_of[nb.O_EXP_WEEKEND],
+        "exposure_holiday": rows_of[nb.O_EXP_HOLIDAY],
+        "sessions": rows_of[nb.O_SESSIONS],
+        "playtime_minutes": rows_of[nb.O_PLAYTIME],
+        "purchases": rows_of[nb.O_PURCHASES],
+        "net_spend": rows_of[nb.O_NET_SPEND],
+        "social_events": rows_of[nb.O_SOCIAL],
     }
-    out.update({name: values[keep] for name, values in totals.items()})
-    out.update({name: values[keep] for name, values in metrics.items()})
+    if social_sessions:
+        out["social_sessions"] = rows_of[nb.O_SOCIAL_SESSIONS]
+    for t_i, t in enumerate(types):
+        out[EV_PREFIX + t] = rows_of[nb.N_HEAD + t_i]
+    m = nb.N_HEAD + n_types
+    for name, row, present in (
+        ("spend_per_day", nb.M_SPEND_PER_DAY, True),
+        ("purchases_per_day", nb.M_PURCHASES_PER_DAY, True),
+        ("avg_purchase_value", nb.M_AVG_PURCHASE_VALUE, True),
+        ("has_purchase", nb.M_HAS_PURCHASE, True),
+        ("sessions_per_day", nb.M_SESSIONS_PER_DAY, True),
+        ("avg_session_minutes", nb.M_AVG_SESSION_MINUTES, True),
+        ("active_day_share", nb.M_ACTIVE_DAY_SHARE, True),
+        ("weekend_play_share", nb.M_WEEKEND_PLAY_SHARE, True),
+        ("night_play_share", nb.M_NIGHT_PLAY_SHARE, night),
+        ("start_hour_sin", nb.M_START_HOUR_SIN, hour_sin),
+        ("start_hour_cos", nb.M_START_HOUR_COS, hour_cos),
+        ("social_events_per_session", nb.M_SOCIAL_EVENTS_PER_SESSION, True),
+        ("social_session_share", nb.M_SOCIAL_SESSION_SHARE, social_sessions),
+    ):
+        if present:
+            out[name] = rows_of[m + row]
+    for t_i, t in enumerate(types):
+        out[custom_metric(t)] = rows_of[m + nb.N_METRICS + t_i]
     return keep, out
+
+
+_BASE_INPUTS = ("sessions", "playtime_minutes", "purchases", "spend", "refunds", "social_events")
+_NB_WINDOW = None
+
+
+def _window_pass():
+    """The compiled pass (``core._window_numba``), imported on first use (importing numba takes ~0.5 s)."""
+    global _NB_WINDOW
+    if _NB_WINDOW is None:
+        from unified_segmentation.core import _window_numba
+
+        _NB_WINDOW = _window_numba
+    return _NB_WINDOW
 
 
 __all__ = [
