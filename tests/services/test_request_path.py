@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import orjson
 import pytest
 
 from unified_segmentation.errors import GameNotFound, NoTaxonomy, PlayerNotFound
@@ -140,3 +142,64 @@ def test_a_dropped_read_connection_is_replaced(svc, monkeypatch):
     services.engine.dispose()
     assert not reads._idle
     _same(first, services.categorize(EVENTS_GAME, "test_player", as_of=AS_OF))
+
+
+def _exactly_as_one_by_one(services, many, one, game_id: str, ids: list[str], **kw) -> list:
+    """``many(game_id, ids)`` answers each id exactly (JSON bytes; same error and message) as ``one`` does."""
+    got = many(game_id, ids, **kw)
+    assert len(got) == len(ids)
+    for pid, answer in zip(ids, got, strict=True):
+        try:
+            want = one(game_id, pid, **kw)
+        except PlayerNotFound as exc:
+            assert isinstance(answer, PlayerNotFound) and str(answer) == str(exc), pid
+            continue
+        assert isinstance(answer, dict), f"{pid}: {answer!r}"
+        assert orjson.dumps(answer) == orjson.dumps(want), pid
+    return got
+
+
+def test_many_players_at_once_answer_exactly_as_one_by_one(svc):
+    """``categorize_many`` / ``detect_many`` (the micro-batched request path) read and score several players
+    together; each answer is byte for byte the one-player answer, whatever else is in the batch: 120 players,
+    so segments hold >= 20 of them (no game-wide shift is estimated from a request batch), a newcomer unknown
+    in the typical window, a player not known yet by ``as_of`` and one the game does not know."""
+    services, game, daily = svc
+    ids = ["test_player", "newcomer", "nobody", *_players(game.truth["player_id"].to_list(), 120)]
+    for many, one in ((services.categorize_many, services.categorize), (services.detect_many, services.detect)):
+        got = _exactly_as_one_by_one(services, many, one, EVENTS_GAME, ids, as_of=AS_OF)
+        assert sum(isinstance(a, dict) for a in got) == len(ids) - 1
+        early = _exactly_as_one_by_one(services, many, one, EVENTS_GAME, ["newcomer", "test_player"],
+                                       as_of=AS_OF - timedelta(days=7))
+        assert isinstance(early[0], PlayerNotFound) and "by 2026-02-23" in str(early[0])
+        _exactly_as_one_by_one(services, many, one, DAILY_GAME, _players(daily.truth["player_id"].to_list(), 60))
+    with pytest.raises(GameNotFound, match="no_such_game"):
+        services.detect_many("no_such_game", ["a", "b"])
+    with pytest.raises(NoTaxonomy, match="uncalibrated_many"):
+        services.ingest_events("uncalibrated_many", read_events(
+            [{"player_id": "a", "event_type": "session", "timestamp": AS_OF.isoformat(), "value": 60.0}]))
+        services.categorize_many("uncalibrated_many", ["a", "b"])
+
+
+def test_many_players_rows_equal_one_players_rows(svc):
+    """The one-statement read of several players returns each player's rows as the one-player read does."""
+    from unified_segmentation.storage.repositories import requests as rrepo
+
+    services, game, _daily = svc
+    reads = services._read_connections()
+    ids = [*_players(game.truth["player_id"].to_list(), 30), "nobody", "newcomer"]
+    start, end = (AS_OF - timedelta(days=40)).date(), AS_OF.date()
+    state, rows = reads.run(lambda cur: rrepo.request_read_many(cur, reads.kind, EVENTS_GAME, ids, start, end))
+    assert state.active_version is not None and state.first_seen is None
+    assert list(rows.players) == [p for p in ids if p != "nobody"]
+    for code, pid in enumerate(rows.players):
+        one_state, one = reads.run(lambda cur, pid=pid: rrepo.request_read(cur, reads.kind, EVENTS_GAME, pid, start,
+                                                                           end))
+        mine = rows.codes == code
+        assert rows.first_seen[code] == one.first_seen[0]
+        assert rows.days[mine].tolist() == one.days.tolist()
+        for name, values in one.values.items():
+            assert np.array_equal(rows.values[name][mine], values, equal_nan=True), (pid, name)
+    assert reads.run(lambda cur: rrepo.request_read_many(cur, reads.kind, "no_game", ids, start, end)) == (None, None)
+    assert reads.run(lambda cur: rrepo.request_read_many(cur, reads.kind, EVENTS_GAME, ["x", "y"], start, end)
+                     )[1] is None

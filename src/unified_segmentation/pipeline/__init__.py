@@ -22,7 +22,8 @@ from .score import ProfileScores, profiles_frame, score_players
 
 __all__ = [
     "calibrate", "categorize", "detect_anomalies", "categorize_player", "detect_player_anomalies",
-    "score_profiles", "run_detection", "detections_frame", "score_player_rows", "detect_player_rows",
+    "score_profiles", "run_detection", "detections_frame", "score_player_rows", "detect_player_rows", "score_rows",
+    "detect_rows",
 ]
 
 
@@ -112,50 +113,83 @@ def _windows(as_of, s: GameSettings) -> dict:
 
 
 def _detect_pair(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, wins: dict, s: GameSettings,
-                 shifts: dict | None) -> DetectionResult:
+                 shifts: dict | None, *, estimate_shifts: bool = True) -> DetectionResult:
     ctx = window_context(wins["current"], s.holiday_country)
-    return detect(taxonomy, pair, context=ctx, shifts=shifts)
+    return detect(taxonomy, pair, context=ctx, shifts=shifts, estimate_shifts=estimate_shifts)
 
 
 def _player_frame(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, window, s: GameSettings,
-                  *, fill: bool = False) -> ArrayFrame | None:
+                  *, align_to: np.ndarray | None = None) -> tuple[np.ndarray, ArrayFrame | None]:
+    """``(keep, frame)``: window features of the players of ``rows`` known by the window's end (``keep``
+    indexes ``rows.players``; ``frame`` is ``None`` when there are none). ``align_to``: the frame holds
+    exactly those players, in that order, a player not known by the window's end getting zeros (what
+    an outer join's nulls give)."""
     keep, out = window_feature_arrays(rows, window, holiday_country=s.holiday_country,
                                       custom_types=taxonomy.custom_types)
+    if align_to is not None:
+        if not np.array_equal(keep, align_to):
+            at = np.full(rows.n_players, -1, dtype=np.int64)
+            at[keep] = np.arange(keep.size)
+            pick = at[align_to]
+            missing = pick < 0
+            out = {name: np.where(missing, 0.0, v[np.maximum(pick, 0)]) if v.size else np.zeros(align_to.size)
+                   for name, v in out.items()}
+        keep = align_to
     if not keep.size:
-        if not fill:
-            return None
-        out = {name: np.zeros(1) for name in out}  # not known yet in this window: as an outer join's nulls
-        keep = np.zeros(1, dtype=np.int64)
-    return ArrayFrame([rows.players[i] for i in keep], out)
+        return keep, None
+    return keep, ArrayFrame([rows.players[i] for i in keep], out)
 
 
 def score_player_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of) -> ProfileScores:
     """:func:`score_profiles` for the players of ``rows`` built without Polars (the request path).
 
-    ``rows`` should hold one player (a request's rows); the result equals ``score_profiles`` on the
-    same rows. Raises :class:`PlayerNotFound` when no player is known by ``as_of``.
+    The result equals ``score_profiles`` on the same rows; each player's scores do not depend on
+    which other players ``rows`` holds. Raises :class:`PlayerNotFound` when no player is known by
+    ``as_of``; see :func:`score_rows` for the players that are.
     """
+    ps, _ = score_rows(taxonomy, rows, as_of)
+    if ps is None:
+        raise PlayerNotFound(f"unknown player(s): {', '.join(map(str, rows.players[:5]))}")
+    return ps
+
+
+def score_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of) -> tuple[ProfileScores | None, np.ndarray]:
+    """``(scores, keep)``: the players of ``rows`` known by ``as_of`` (``keep`` indexes ``rows.players``;
+    ``scores`` is ``None`` when there are none), scored as :func:`score_player_rows` scores them."""
     s = _settings_of(taxonomy)
     as_of = resolve_as_of(as_of, s)
-    frame = _player_frame(taxonomy, rows, _windows(as_of, s)["profile"], s)
-    if frame is None:
-        raise PlayerNotFound(f"unknown player(s): {', '.join(map(str, rows.players[:5]))}")
-    return score_players(taxonomy, frame)
+    keep, frame = _player_frame(taxonomy, rows, _windows(as_of, s)["profile"], s)
+    return (None if frame is None else score_players(taxonomy, frame)), keep
 
 
 def detect_player_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of, *,
                        shifts: dict | None = None) -> DetectionResult:
-    """:func:`run_detection` for the one player of ``rows``, without Polars (the request path)."""
+    """:func:`run_detection` for the players of ``rows``, without Polars (the request path).
+
+    Each player's detection does not depend on which other players ``rows`` holds. Raises
+    :class:`PlayerNotFound` when no player is known by the current window's end; see
+    :func:`detect_rows` for the players that are.
+    """
+    res, _ = detect_rows(taxonomy, rows, as_of, shifts=shifts)
+    if res is None:
+        raise PlayerNotFound(f"unknown player(s): {', '.join(map(str, rows.players[:5]))}")
+    return res
+
+
+def detect_rows(taxonomy: GameBehavioralTaxonomy, rows: DailyRows, as_of, *,
+                shifts: dict | None = None) -> tuple[DetectionResult | None, np.ndarray]:
+    """``(detections, keep)``: the players of ``rows`` known by the current window's end (``keep`` indexes
+    ``rows.players``; ``detections`` is ``None`` when there are none). Game-wide shifts come from ``shifts``
+    only (the table :meth:`detect_all` stores), never from the players of ``rows``: a request's answer
+    does not depend on the requests it was batched with."""
     s = _settings_of(taxonomy)
     as_of = resolve_as_of(as_of, s)
-    if rows.n_players != 1:
-        raise InvalidInput("detect_player_rows takes the rows of exactly one player")
     wins = _windows(as_of, s)
-    cur = _player_frame(taxonomy, rows, wins["current"], s)
+    keep, cur = _player_frame(taxonomy, rows, wins["current"], s)
     if cur is None:
-        raise PlayerNotFound(f"unknown player(s): {rows.players[0]}")
-    typ = _player_frame(taxonomy, rows, wins["typical"], s, fill=True)
-    return _detect_pair(taxonomy, WindowPair(cur, typ), wins, s, shifts)
+        return None, keep
+    _, typ = _player_frame(taxonomy, rows, wins["typical"], s, align_to=keep)
+    return _detect_pair(taxonomy, WindowPair(cur, typ), wins, s, shifts, estimate_shifts=False), keep
 
 
 def detections_frame(res: DetectionResult, *, detail: bool = False) -> pl.DataFrame:

@@ -229,9 +229,11 @@ class AxisSignals:
 
 
 def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: WindowPair, seg: np.ndarray, *,
-                 shifts: dict | None = None, fit: bool = False) -> AxisSignals:
+                 shifts: dict | None = None, fit: bool = False, estimate_shifts: bool = True) -> AxisSignals:
     """p-values of every signal of one axis. With ``fit=True`` (null run) the dispersions and tails are
-    fitted on these players first and stored in the axis's segments."""
+    fitted on these players first and stored in the axis's segments. ``estimate_shifts=False``: game-wide
+    shifts come from ``shifts`` alone, never from these players (each player's answer then does not
+    depend on which other players are scored with it)."""
     n0 = float(taxonomy.settings.get("n0", 7.0))
     n = pair.cur.height
     k = len(axis.segments)
@@ -261,9 +263,9 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
             m = seg == s
             if shifts is not None and (axis.axis_id, s, signal) in shifts:
                 g[s] = shifts[(axis.axis_id, s, signal)]
-            elif m.sum() >= 20:
+            elif estimate_shifts and m.sum() >= 20:
                 g[s] = trimmed_ratio(count[m], mu0[m])
-            if m.sum() >= 20 and count[m].sum() > 0:
+            if estimate_shifts and m.sum() >= 20 and count[m].sum() > 0:
                 se = 1.0 / np.sqrt(count[m].sum())
                 if abs(np.log(max(g[s], 1e-9))) > 4 * se and abs(g[s] - 1) >= 0.10:
                     found_shifts.append({"axis": axis.axis_id, "segment_id": axis.segments[s].segment_id,
@@ -313,7 +315,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
                 # game-wide change of the amount per event (a sale): the segment's median log ratio
                 med = 0.0
                 d = log_cur[m] - ell[m]
-                if m.sum() >= 20:
+                if estimate_shifts and m.sum() >= 20:
                     mid = float(np.median(d))
                     spread = 1.4826 * float(np.median(np.abs(d - mid))) + 1e-12
                     if abs(mid) > 4 * 1.2533 * spread / np.sqrt(m.sum()) and abs(mid) > 0.05:
@@ -344,7 +346,7 @@ def axis_signals(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, pair: Window
             m = (seg == s) & valid
             if shifts is not None and (axis.axis_id, s, metric) in shifts:
                 med[s] = shifts[(axis.axis_id, s, metric)]
-            elif m.sum() >= 20:
+            elif estimate_shifts and m.sum() >= 20:
                 med[s] = float(np.median(diff[m]))
                 spread = 1.4826 * float(np.median(np.abs(diff[m] - med[s]))) + 1e-12
                 if abs(med[s]) > 4 * 1.2533 * spread / np.sqrt(m.sum()) and abs(med[s]) > 0.05 * (
@@ -430,8 +432,9 @@ def typical_segments(taxonomy: GameBehavioralTaxonomy, typ: pl.DataFrame) -> dic
 
 
 def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str = "weekday",
-           shifts: dict | None = None) -> DetectionResult:
-    """Score the current window of every player in ``pair`` against their own baseline."""
+           shifts: dict | None = None, estimate_shifts: bool = True) -> DetectionResult:
+    """Score the current window of every player in ``pair`` against their own baseline (``estimate_shifts``:
+    see :func:`axis_signals`)."""
     n = pair.cur.height
     settings = taxonomy.settings
     min_typ = float(settings.get("min_typical_days", 7.0))
@@ -450,7 +453,7 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     active = taxonomy.active_axes
     for axis in active:
         seg, Zt, cols = segs[axis.axis_id]
-        sig = axis_signals(taxonomy, axis, pair, seg, shifts=shifts)
+        sig = axis_signals(taxonomy, axis, pair, seg, shifts=shifts, estimate_shifts=estimate_shifts)
         signals[axis.axis_id] = sig
         all_shifts += sig.shifts
         raw, p_axis, which, sign = sig.combined()

@@ -256,9 +256,10 @@ def score_players(taxonomy: GameBehavioralTaxonomy, frame: pl.DataFrame, *, with
     weights = np.array([a.axis.variance_share for a in axes]) if axes else np.zeros(0)
     if axes and weights.sum() <= 0:
         weights = np.ones(len(axes))
-    confidence = (
-        np.stack([a.confidence for a in axes], axis=1) @ (weights / weights.sum()) if axes else np.zeros(n)
-    )
+    # axis by axis, element-wise: a matrix product's rounding may depend on how many players are scored at once
+    confidence = np.zeros(n)
+    for a, w in zip(axes, (weights / weights.sum()).tolist(), strict=True):
+        confidence = confidence + a.confidence * w
     top_axis, top_seg, top_score = _top_segments(axes, n)
     coverage = _variance_coverage(axes, top_axis, top_seg, n)
     inactive = _col(frame, "active_days") <= 0

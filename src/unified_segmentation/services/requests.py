@@ -27,7 +27,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import GameNotFound, InvalidInput, NoTaxonomy, PlayerNotFound
 from ..game_settings import GameSettings
-from ..pipeline import detect_player_rows, detection_dict, profile_dict, score_player_rows
+from ..pipeline import detect_player_rows, detect_rows, detection_dict, profile_dict, score_player_rows, score_rows
 from ..pipeline.data import resolve_as_of
 from ..storage.repositories import requests as rrepo
 from ._common import _check_id, _detection_rows, _local_date
@@ -182,6 +182,25 @@ class RequestPathMixin:
         end = _local_date(as_of_dt, s.timezone)
         return _Hint(text, as_of_dt, end - timedelta(days=days(s)), end)
 
+    def _remember_settings(self, game_id: str, settings_json: str) -> None:
+        last = self.__dict__.setdefault("_last_settings", {})
+        if last.get(game_id) != settings_json:
+            if len(last) >= _SETTINGS_CACHE_MAX:
+                last.clear()
+            last[game_id] = settings_json
+
+    def _active_taxonomy(self, game_id: str, state: rrepo.RequestState, version: int | None):
+        """The compiled taxonomy ``version`` (default: the active one) of the game, loaded at first use."""
+        if version is None:
+            version = state.active_version
+            if version is None:
+                raise NoTaxonomy(f"game {game_id!r} has no calibrated taxonomy yet; calibrate it first")
+        tax = self._tax.get((game_id, int(version)))
+        if tax is None:  # first use of this version in this process: load and compile it
+            with self.Session() as session:
+                tax = self._taxonomy(session, game_id, version)
+        return tax
+
     def _request_rows(self, game_id: str, player_id: str, as_of, version: int | None,
                       days: Callable[[GameSettings], int]):
         """(compiled taxonomy, resolved as_of, the player's rows of the window ``days`` long).
@@ -197,20 +216,9 @@ class RequestPathMixin:
             state, rows = reads.run(lambda cur: rrepo.request_read(cur, kind, game_id, player_id, hint.start, hint.end))
         if state is None:
             raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)
-        last = self.__dict__["_last_settings"]
-        if last.get(game_id) != state.settings_json:
-            if len(last) >= _SETTINGS_CACHE_MAX:
-                last.clear()
-            last[game_id] = state.settings_json
+        self._remember_settings(game_id, state.settings_json)
         s = self._parsed_settings(state.settings_json)
-        if version is None:
-            version = state.active_version
-            if version is None:
-                raise NoTaxonomy(f"game {game_id!r} has no calibrated taxonomy yet; calibrate it first")
-        tax = self._tax.get((game_id, int(version)))
-        if tax is None:  # first use of this version in this process: load and compile it
-            with self.Session() as session:
-                tax = self._taxonomy(session, game_id, version)
+        tax = self._active_taxonomy(game_id, state, version)
         if state.first_seen is None:
             raise PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
         if hint is not None and hint.settings_json == state.settings_json:
@@ -255,3 +263,82 @@ class RequestPathMixin:
         self.counters["detections"] = self.counters.get("detections", 0) + 1
         self.counters["anomalies_flagged"] = self.counters.get("anomalies_flagged", 0) + int(res.is_anomalous.sum())
         return det
+
+    # ------------------------------------------------------------------ several single requests at once
+    def _request_rows_many(self, game_id: str, player_ids: list[str], as_of, version: int | None,
+                           days: Callable[[GameSettings], int]):
+        """:meth:`_request_rows` for several players: (compiled taxonomy, resolved as_of, rows of the
+        known players or ``None``). One statement when the game's settings are as last seen."""
+        reads = self._read_connections()
+        kind = reads.kind
+        hint = self._window_hint(game_id, as_of, days)
+        if hint is None:
+            state = reads.run(lambda cur: rrepo.request_state(cur, kind, game_id, player_ids[0]))
+            rows = None
+        else:
+            state, rows = reads.run(lambda cur: rrepo.request_read_many(cur, kind, game_id, player_ids,
+                                                                        hint.start, hint.end))
+        if state is None:
+            raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)
+        self._remember_settings(game_id, state.settings_json)
+        s = self._parsed_settings(state.settings_json)
+        tax = self._active_taxonomy(game_id, state, version)
+        if hint is not None and hint.settings_json == state.settings_json:
+            return tax, hint.as_of, rows
+        as_of_dt: datetime = resolve_as_of(as_of, s)
+        d = _local_date(as_of_dt, s.timezone)
+        start = d - timedelta(days=days(s))
+        state, rows = reads.run(lambda cur: rrepo.request_read_many(cur, kind, game_id, player_ids, start, d))
+        if state is None:
+            raise GameNotFound(f"unknown game {game_id!r}", game_id=game_id)
+        return tax, as_of_dt, rows
+
+    def categorize_many(self, game_id: str, player_ids: list[str], *, as_of=None, taxonomy_version=None
+                        ) -> list[dict | Exception]:
+        """:meth:`categorize` of each of ``player_ids`` (distinct, checked ids), read and scored together.
+
+        Each answer equals what :meth:`categorize` gives for that player alone; a player the game does not
+        know gets :class:`PlayerNotFound` in its place. An error of the whole call (unknown game, no
+        taxonomy, a bad ``as_of``) is raised.
+        """
+        tax, as_of_dt, rows = self._request_rows_many(game_id, player_ids, as_of, taxonomy_version,
+                                                      lambda s: s.profile_days + 1)
+        out: dict[str, dict] = {}
+        if rows is not None:
+            ps, keep = score_rows(tax, rows, as_of_dt)
+            if ps is not None:
+                stamp = as_of_dt.isoformat()
+                for i in range(keep.size):
+                    profile = profile_dict(tax, ps, i)
+                    profile["as_of"] = stamp
+                    out[profile["player_id"]] = profile
+                self.counters["categorizations"] = self.counters.get("categorizations", 0) + keep.size
+                self._record_confidence(game_id, ps.confidence)
+        return [out.get(p) or self._not_found(game_id, p, rows, as_of_dt) for p in player_ids]
+
+    def detect_many(self, game_id: str, player_ids: list[str], *, as_of=None) -> list[dict | Exception]:
+        """:meth:`detect` of each of ``player_ids`` (distinct, checked ids), read and scored together;
+        errors as :meth:`categorize_many`. The detections are persisted by the background writer."""
+        tax, as_of_dt, rows = self._request_rows_many(game_id, player_ids, as_of, None,
+                                                      lambda s: s.current_days + s.typical_days + 1)
+        out: dict[str, dict] = {}
+        if rows is not None:
+            shifts = self._shifts.get(game_id, {}).get("table", {})
+            res, keep = detect_rows(tax, rows, as_of_dt, shifts=shifts)
+            if res is not None:
+                stamp = as_of_dt.isoformat()
+                dets = [detection_dict(tax, res, i) | {"as_of": stamp} for i in range(keep.size)]
+                self._enqueue(("detections", game_id,
+                               _detection_rows(game_id, tax.taxonomy_version, as_of_dt, res, dets)))
+                out = {d["player_id"]: d for d in dets}
+                self.counters["detections"] = self.counters.get("detections", 0) + keep.size
+                self.counters["anomalies_flagged"] = (self.counters.get("anomalies_flagged", 0)
+                                                      + int(res.is_anomalous.sum()))
+        return [out.get(p) or self._not_found(game_id, p, rows, as_of_dt) for p in player_ids]
+
+    @staticmethod
+    def _not_found(game_id: str, player_id: str, rows, as_of_dt: datetime) -> PlayerNotFound:
+        if rows is None or player_id not in rows.players:
+            return PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r}")
+        return PlayerNotFound(f"player {player_id!r} has no stored activity in game {game_id!r} "
+                              f"by {as_of_dt.isoformat()}")

@@ -137,6 +137,79 @@ def request_read(cursor: Any, kind: str, game_id: str, player_id: str, start: dt
     return state, _daily_rows(rows[1:], 3, player_id, int(head[3]))
 
 
+@lru_cache(maxsize=4)
+def _read_many_sql(kind: str) -> str:
+    """:func:`_read_sql` for a list of players (bound as one array / JSON list): the game row (tag 0:
+    ``settings, active_version``), each known player's first-seen day (tag 1), then the daily rows of the
+    window (tag 2: ``day, *DAILY_COLUMNS, custom``); column 2 is the player, rows by tag, player and day.
+
+    Each player's rows are read as the single-player statement reads them, by the primary key: on
+    PostgreSQL as a ``LATERAL`` subquery kept apart by ``OFFSET 0`` (else the planner may flatten it
+    into one scan of the game's whole window when the table's statistics are stale).
+    """
+    value_cols = ", ".join("d." + c for c in DAILY_COLUMNS)
+    if kind == "postgresql":
+        g, ids, pid = "%(g)s", "unnest(%(p)s::text[]) AS u(pid)", "u.pid"
+        text_null, int_null = "NULL::text", "NULL::integer"
+        nulls = ", ".join("NULL::float8" for _ in DAILY_COLUMNS)
+
+        def per_player(table: str, alias: str, extra: str = "") -> str:
+            return (f"{ids} CROSS JOIN LATERAL (SELECT * FROM {table} WHERE game_id = {g} "
+                    f"AND player_id = {pid}{extra} OFFSET 0) {alias}")
+        window = " AND date >= %(s)s AND date <= %(e)s"
+    else:
+        g, ids, pid = ":g", "json_each(:p) AS u", "u.value"
+        text_null = int_null = "NULL"
+        nulls = ", ".join("NULL" for _ in DAILY_COLUMNS)
+
+        def per_player(table: str, alias: str, extra: str = "") -> str:
+            return f"{ids} JOIN {table} {alias} ON {alias}.game_id = {g} AND {alias}.player_id = {pid}{extra}"
+        window = " AND d.date >= :s AND d.date <= :e"
+    return (
+        f"SELECT 0, {text_null}, {_bulk.sql_json(kind, 'gm.settings')}, t.active_version, {int_null}, {nulls}, "
+        f"{text_null} FROM games gm LEFT JOIN game_behavioral_taxonomy t ON t.game_id = gm.game_id "
+        f"WHERE gm.game_id = {g} "
+        f"UNION ALL SELECT 1, pl.player_id, {text_null}, {int_null}, {_day_sql(kind, 'pl.first_seen')}, {nulls}, "
+        f"{text_null} FROM {per_player('players', 'pl')} "
+        f"UNION ALL SELECT 2, d.player_id, {text_null}, {int_null}, {_day_sql(kind, 'd.date')}, {value_cols}, "
+        f"{_bulk.sql_json(kind, 'd.custom')} FROM {per_player('daily_activity', 'd', window)} "
+        "ORDER BY 1, 2, 5"
+    )
+
+
+def request_read_many(cursor: Any, kind: str, game_id: str, player_ids: Sequence[str], start: dt.date,
+                      end: dt.date) -> tuple[RequestState | None, DailyRows | None]:
+    """:func:`request_read` for several players in one statement (the micro-batched request path).
+
+    ``player_ids`` must be distinct. Returns ``(None, None)`` when there is no such game; otherwise the
+    game's state (``first_seen`` is ``None``: per-player dates are in the rows) and the rows of the
+    players the game knows, as one :class:`DailyRows` whose ``players`` are those players in the order
+    given (``None`` when it knows none of them). Each player's rows equal :func:`request_read`'s.
+    """
+    params = {"g": game_id, "s": _bulk.date_param(kind, start), "e": _bulk.date_param(kind, end)}
+    if kind == "postgresql":
+        params["p"] = list(player_ids)
+        cursor.execute(_read_many_sql(kind), params, prepare=True)
+    else:
+        params["p"] = orjson.dumps(list(player_ids)).decode()
+        cursor.execute(_read_many_sql(kind), params)
+    rows = cursor.fetchall()
+    if not rows or rows[0][0] != 0:
+        return None, None
+    state = _state(rows[0][2], rows[0][3], None)
+    first_of = {r[1]: int(r[4]) for r in rows if r[0] == 1}
+    players = [p for p in player_ids if p in first_of]
+    if not players:
+        return state, None
+    code_of = {p: i for i, p in enumerate(players)}
+    daily = [r for r in rows if r[0] == 2]
+    codes = np.fromiter((code_of[r[1]] for r in daily), dtype=np.int64, count=len(daily))
+    first = np.array([first_of[p] for p in players], dtype=np.int64)
+    values = _daily_values(daily, 4)
+    days = np.fromiter((r[4] for r in daily), dtype=np.int64, count=len(daily))
+    return state, DailyRows(players, codes, days, first, values)
+
+
 def player_daily_rows(cursor: Any, kind: str, game_id: str, player_id: str, first_seen: dt.date | None,
                       start: dt.date, end: dt.date) -> DailyRows:
     """The player's daily rows with ``start <= date <= end`` as :class:`DailyRows` of one player.
@@ -155,6 +228,14 @@ def _daily_rows(rows: Sequence[Sequence[Any]], at: int, player_id: str, first_da
     """Rows ``(..., day, *DAILY_COLUMNS, custom)`` with the day at column ``at`` as :class:`DailyRows`."""
     n = len(rows)
     days = np.fromiter((r[at] for r in rows), dtype=np.int64, count=n)
+    first = np.array([_NO_DAY if first_day is None else first_day], dtype=np.int64)
+    return DailyRows([player_id], np.zeros(n, dtype=np.int64), days, first, _daily_values(rows, at))
+
+
+def _daily_values(rows: Sequence[Sequence[Any]], at: int) -> dict[str, np.ndarray]:
+    """The value columns of rows ``(..., day, *DAILY_COLUMNS, custom)`` (day at column ``at``): NaN where
+    stored NULL, and one column per ``custom`` key present in these rows (0 where a row lacks it)."""
+    n = len(rows)
     values: dict[str, np.ndarray] = {}
     if n:
         table = np.array([r[at + 1:-1] for r in rows], dtype=np.float64)  # None -> NaN
@@ -168,8 +249,7 @@ def _daily_rows(rows: Sequence[Sequence[Any]], at: int, player_id: str, first_da
     else:
         for name in DAILY_COLUMNS:
             values[name] = np.empty(0, dtype=np.float64)
-    first = np.array([_NO_DAY if first_day is None else first_day], dtype=np.int64)
-    return DailyRows([player_id], np.zeros(n, dtype=np.int64), days, first, values)
+    return values
 
 
-__all__ = ["RequestState", "player_daily_rows", "request_read", "request_state"]
+__all__ = ["RequestState", "player_daily_rows", "request_read", "request_read_many", "request_state"]
