@@ -8,7 +8,8 @@ concurrency 1, 2 workers for concurrency 32). A bounded load generator on loopba
 HTTP/1.1 keep-alive, one connection per concurrent client, a fixed number of requests, a time cap) measures:
 
 * single categorize and single detect: p50 / p95 / p99 and requests/s at concurrency 1 and 32, and the
-  80 % categorize / 20 % detect mix of distinct players at concurrency 32;
+  80 % categorize / 20 % detect mix of distinct players at concurrency 32 (with the mean size of the
+  micro-batches the service formed, and the mix again with micro-batching off, ``USEG_REQUEST_BATCH_MAX=1``);
 * batch categorize of 10,000 players in one request (compact, not persisted): players/s;
 * HTTP ingestion in batches of 1,000 events: events/s.
 
@@ -262,11 +263,13 @@ class Server:
                 self.proc.wait(5)
 
 
-def service_server(url: str, workers: int, workdir: Path) -> Server:
+def service_server(url: str, workers: int, workdir: Path, **settings: str) -> Server:
+    """``useg serve`` on ``url``; ``settings``: more ``USEG_*`` variables (``request_batch_max="1"``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("USEG_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({"USEG_DATABASE_URL": url, "USEG_PORT": str(port), "USEG_WORKERS": str(workers),
                 "USEG_HOST": "127.0.0.1", "USEG_RATE_LIMIT_PER_MINUTE": "0"})
+    env.update({f"USEG_{k.upper()}": v for k, v in settings.items()})
     code = "from unified_segmentation.api.server import run\nrun()\n"
     server = Server([sys.executable, "-c", code], port, env, workdir / f"service-{port}.log")
     server.wait_ready()
@@ -282,6 +285,23 @@ def bare_server(workdir: Path, dsn: str, workers: int) -> Server:
     server = Server(argv, port, env, workdir / f"bare-{port}.log")
     server.wait_ready("/docs")
     return server
+
+
+def batch_sizes(port: int) -> dict[str, Any]:
+    """Mean size of the micro-batches the service ran, per kind, from its ``/metrics`` (all workers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    sums: dict[str, dict[str, float]] = {}
+    for line in raw.decode(errors="replace").splitlines():
+        for part in ("_sum", "_count"):
+            if line.startswith(f"useg_request_batch_size{part}{{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                sums.setdefault(kind, {})[part] = float(line.rsplit(" ", 1)[1])
+    return {kind: {"batches": int(v.get("_count", 0)), "mean_calls": round(v["_sum"] / v["_count"], 2)}
+            for kind, v in sums.items() if v.get("_count")}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -495,6 +515,12 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
             "bare_constant": measure(bare, singles("/bare/const", n32), 32),
             "bare_db_fetch": measure(bare, singles("/bare/fetch", n32), 32),
         }
+        out["c32_2workers"]["request_batch_sizes"] = batch_sizes(svc.port)
+        svc.stop()
+        # the same service with micro-batching off (USEG_REQUEST_BATCH_MAX=1): what batching brings
+        svc = service_server(url, 2, workdir, request_batch_max="1")
+        servers.append(svc)
+        out["c32_2workers"]["mix_unbatched"] = measure(svc, mix, 32)
     finally:
         for s in servers:
             s.stop()

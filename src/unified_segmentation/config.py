@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_players: int = 10_000
     max_batch_events: int = 50_000
+    request_batch_max: int = Field(default=64, ge=0, description=(
+        "Concurrent single categorize / detect calls of a game are read and scored together, up to this "
+        "many at once (0 or 1: never batched)"))
     calibrate_wait_s: float = 60.0
     cors_origins: str = ""
     rate_limit_per_minute: int = 6000

@@ -21,6 +21,7 @@ from unified_segmentation import __version__
 from unified_segmentation.config import Settings
 
 from .auth import Authenticator
+from .batching import RequestBatcher
 from .errors import install_error_handlers
 from .idempotency import IdempotencyMiddleware, IdempotentReplay, replay_handler
 from .jobs import CalibrationJobs, Job
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         else:
             svc = services
         app.state.services = svc
+        app.state.batcher = RequestBatcher(svc, max_batch=max(1, settings.request_batch_max),
+                                           enabled=settings.request_batch_max > 1, observe=metrics.observe_batch)
         app.state.auth = Authenticator(svc, required=settings.auth_required,
                                        rate_limit_per_minute=settings.rate_limit_per_minute,
                                        metrics_token=settings.metrics_token)

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 UNMATCHED_ROUTE = "<unmatched>"
 
 
@@ -106,6 +107,9 @@ class ApiMetrics:
         self.events_ingested = Counter("useg_events_ingested", "New events stored (duplicates excluded)",
                                        ["game_id"], registry=r)
         self.calibrations = Counter("useg_calibrations", "Calibrations finished", ["game_id", "outcome"], registry=r)
+        self.request_batch_size = Histogram(
+            "useg_request_batch_size", "Single categorize / detect calls read and scored together (api/batching.py)",
+            ["kind"], buckets=BATCH_BUCKETS, registry=r)
         self.profiles_served = Counter("useg_adapter_profiles", "Adapter profiles served",
                                        ["game_id", "served_by", "fallback"], registry=r)
         if multiprocess_dir() is None:
@@ -119,6 +123,9 @@ class ApiMetrics:
     # ------------------------------------------------------------------ recording
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.request_duration.labels(route, method, str(status)).observe(seconds)
+
+    def observe_batch(self, kind: str, calls: int) -> None:
+        self.request_batch_size.labels(kind).observe(calls)
 
     def record_profiles(self, game_id: str, profiles: list[dict[str, Any]]) -> None:
         if not profiles:

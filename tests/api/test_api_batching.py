@@ -1,0 +1,122 @@
+"""Micro-batching of the single-player routes (api/batching.py): concurrent calls are read and scored
+together, and each answer is exactly the one the call gets alone; errors stay with their own call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from unified_segmentation.api.batching import RequestBatcher
+from unified_segmentation.errors import GameNotFound, PlayerNotFound
+
+GAME = "test_game"
+SEG = "/api/v1/segmentation"
+
+
+def _players(seeded, n: int) -> list[str]:
+    ids = sorted(seeded.game.truth["player_id"].to_list())
+    return ids[:: max(1, len(ids) // n)][:n]
+
+
+def _fire(client, app, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
+    """Send every request at once on the app's own event loop (the running TestClient's)."""
+    async def send_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+            return await asyncio.gather(*(ac.post(path, json=body) for path, body in requests))
+
+    return client.portal.call(send_all)
+
+
+def test_concurrent_calls_are_batched_and_answer_as_alone(seeded, make_client, settings_for):
+    client = make_client(settings_for(seeded.url), services=seeded.services)
+    app = client.app
+    batcher: RequestBatcher = app.state.batcher
+    players = _players(seeded, 40)
+    requests = [(f"{SEG}/categorize", {"game_id": GAME, "player_id": p}) for p in players]
+    requests += [(f"{SEG}/anomalies/detect", {"game_id": GAME, "player_id": p}) for p in players[:20]]
+    requests += [(f"{SEG}/categorize", {"game_id": GAME, "player_id": "nobody"}),
+                 (f"{SEG}/categorize", {"game_id": GAME, "player_id": players[0]}),  # the same player twice
+                 (f"{SEG}/anomalies/detect", {"game_id": "no_such_game", "player_id": players[0]})]
+    before = batcher.batches, batcher.batched_calls
+    responses = _fire(client, app, requests)
+    assert batcher.batches - before[0] >= 2  # categorize and detect batches at least
+    assert batcher.batched_calls - before[1] >= 40
+    for (path, body), response in zip(requests, responses, strict=True):
+        alone = client.post(path, json=body)  # one call at a time: the one-player path
+        assert response.status_code == alone.status_code, body
+        if alone.status_code == 200:
+            assert orjson.loads(response.content) == orjson.loads(alone.content), body
+            assert response.content == alone.content, body
+        else:
+            assert response.json() == alone.json()
+    assert responses[-3].status_code == 404 and "nobody" in responses[-3].json()["detail"]
+    assert responses[-1].status_code == 404 and responses[-1].json()["error"] == "game_not_found"
+    exposition = client.get("/metrics").text  # batch sizes are observed per kind
+    sizes = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+             if line.startswith("useg_request_batch_size_sum")}
+    assert sizes['kind="categorize"'] >= 40 and sizes['kind="detect"'] >= 20
+
+
+def test_a_batch_that_fails_is_answered_call_by_call(seeded_sqlite):
+    """An unexpected error of a batch (not a domain error) is retried one call at a time: no call fails
+    for another's sake, and a domain error of the whole group reaches each of its calls."""
+    services = seeded_sqlite.services
+    players = _players(seeded_sqlite, 6)
+
+    class Flaky:
+        def __getattr__(self, name):
+            return getattr(services, name)
+
+        def categorize_many(self, *a, **k):
+            raise RuntimeError("connection reset")
+
+    async def run(batcher: RequestBatcher, game: str, ids: list[str]) -> list:
+        return await asyncio.gather(*(batcher.categorize(game, p) for p in ids), return_exceptions=True)
+
+    batcher = RequestBatcher(Flaky())
+    answers = asyncio.run(run(batcher, GAME, [*players, "nobody"]))
+    assert [a["player_id"] for a in answers[:-1]] == players
+    assert isinstance(answers[-1], PlayerNotFound)
+    for pid, answer in zip(players, answers, strict=False):
+        assert orjson.dumps(answer) == orjson.dumps(services.categorize(GAME, pid))
+
+    batcher = RequestBatcher(services)
+    answers = asyncio.run(run(batcher, "no_such_game", players))
+    assert batcher.batches == 0 and all(isinstance(a, GameNotFound) for a in answers)
+    answers = asyncio.run(run(batcher, GAME, players))
+    assert batcher.batches == 1 and batcher.batched_calls == len(players)
+
+
+def test_batching_can_be_turned_off_and_is_bounded(seeded_sqlite):
+    services = seeded_sqlite.services
+    players = _players(seeded_sqlite, 10)
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(services, name)
+
+        def categorize_many(self, game_id, ids, **kw):
+            calls.append(len(ids))
+            return services.categorize_many(game_id, ids, **kw)
+
+    async def run(batcher: RequestBatcher) -> list:
+        return await asyncio.gather(*(batcher.categorize(GAME, p) for p in players))
+
+    off = RequestBatcher(Counting(), enabled=False)
+    assert [a["player_id"] for a in asyncio.run(run(off))] == players and calls == []
+    small = RequestBatcher(Counting(), max_batch=4)
+    assert [a["player_id"] for a in asyncio.run(run(small))] == players
+    assert calls == [4, 4, 2] and small.batches == 3  # 10 calls, at most 4 at once
+
+
+@pytest.mark.parametrize(("limit", "enabled"), [(0, False), (1, False), (2, True), (None, True)])
+def test_the_setting_turns_batching_off(make_client, fake_services, settings_for, limit, enabled):
+    overrides = {} if limit is None else {"request_batch_max": limit}
+    client = make_client(settings_for(**overrides), services=fake_services)
+    batcher = client.app.state.batcher
+    assert batcher.enabled is enabled and batcher.max_batch == max(1, limit if limit is not None else 64)
