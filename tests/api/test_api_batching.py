@@ -120,3 +120,11 @@ def test_the_setting_turns_batching_off(make_client, fake_services, settings_for
     client = make_client(settings_for(**overrides), services=fake_services)
     batcher = client.app.state.batcher
     assert batcher.enabled is enabled and batcher.max_batch == max(1, limit if limit is not None else 64)
+
+
+def test_hot_routes_document_the_same_key_security_as_the_others(make_client, fake_services):
+    spec = make_client(services=fake_services).get("/openapi.json").json()
+    expected = spec["paths"]["/api/v1/segmentation/taxonomy/{game_id}"]["get"]["security"]
+    for path in ("/api/v1/segmentation/categorize", "/api/v1/segmentation/anomalies/detect"):
+        assert spec["paths"][path]["post"]["security"] == expected
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])

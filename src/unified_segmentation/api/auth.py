@@ -163,8 +163,8 @@ async def read_access(request: Request, game_id: str) -> Principal:
     return await authorize(request, "read", presented_key(request), game_id)
 
 
-#: OpenAPI security of a route that checks its key with :func:`read_access` (the schemes of ``ReadKey``).
-KEY_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}, {"APIKeyHeader": []}]}
+#: OpenAPI security of a route that checks its key with :func:`read_access` (as ``ReadKey`` documents it).
+KEY_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": ["read"]}, {"APIKeyHeader": ["read"]}]}
 
 
 ReadKey = Annotated[Principal, Security(current_principal, scopes=["read"])]
