@@ -40,6 +40,7 @@ from ..storage import migrate
 from ..storage import repositories as repo
 from ..storage.db import make_engine, normalize_url, session_factory, unit_of_work
 from ..storage.repositories import service as srepo
+from ..storage.repositories.activity import load_players_daily
 from ._common import _check_id, _detection_rows, _local_date
 from .migration import MigrationMixin
 from .ops import OpsMixin
@@ -297,9 +298,7 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
     # ------------------------------------------------------------------ scoring
     def _player_data(self, session, game_id: str, s: GameSettings, as_of_dt: datetime, player_ids, days: int):
         d = _local_date(as_of_dt, s.timezone)
-        daily = repo.load_daily(session, game_id, start=d - timedelta(days=days), end=d, player_ids=player_ids)
-        first = repo.players_first_seen(session, game_id, player_ids=player_ids)
-        return daily, first
+        return load_players_daily(session, game_id, player_ids, start=d - timedelta(days=days), end=d)
 
     def _prepare(self, session, game_id, as_of, version=None):
         s = self._settings(session, game_id)

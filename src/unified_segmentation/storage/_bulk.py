@@ -10,6 +10,8 @@ Nothing here commits. All helpers use the connection of the caller's session.
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -224,10 +226,46 @@ def read_query(
         if not data:
             return pl.DataFrame(schema=schema)
         return pl.read_csv(data, has_header=False, schema=schema)
-    with dbapi_cursor(session) as cursor:
+    with dbapi_cursor(session) as cursor, gc_paused():
         cursor.execute(query, params or ())
-        rows = cursor.fetchall()
-    return pl.DataFrame(rows, schema=schema, orient="row")
+        return rows_frame(cursor.fetchall(), schema)
+
+
+def rows_frame(rows: list[tuple], schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    """Driver rows as a frame of ``schema``: built column by column (a transpose and one typed Series per
+    column: ~half the time of Polars' row orientation), or by rows when a value needs the lenient
+    conversion of the row constructor (a column of another type than declared)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    try:
+        return pl.DataFrame([pl.Series(name, values, dtype=dtype)
+                             for (name, dtype), values in zip(schema.items(), columns, strict=True)])
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a large fetch builds its rows (hundreds of thousands of
+    tuples: each collection the allocations trigger would walk them all again; ~30 % of a fetch).
+    Nested and concurrent holders are counted; the collector's former state comes back with the last."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def read_binary(

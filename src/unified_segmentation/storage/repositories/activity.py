@@ -21,6 +21,7 @@ __all__ = [
     "DAILY_NULLABLE",
     "load_daily",
     "load_outcomes",
+    "load_players_daily",
     "player_exists",
     "players_first_seen",
     "upsert_daily",
@@ -380,6 +381,59 @@ def players_first_seen(
     )
     frame = _bulk.read_query(session, query, params, {"player_id": pl.String(), "first_date": pl.String()})
     return _bulk.parse_temporal(frame, dates=["first_date"])
+
+
+#: A list of players is read as the key range from its smallest to its largest id when its players are
+#: at least this share of the range's known players (the whole game, a run of ids).
+DENSE_SHARE = 0.8
+
+
+def _first_seen_range(session: Session, game_id: str, lo: str, hi: str, limit: int) -> pl.DataFrame:
+    """``players_first_seen`` of the players ``lo <= player_id <= hi`` (database order), at most ``limit``."""
+    kind = _bulk.dialect(session)
+    p = _bulk.param(kind)
+    query = (
+        f"SELECT player_id, {{date}} FROM players WHERE game_id = {p} AND player_id >= {p} AND player_id <= {p} "
+        f"ORDER BY player_id LIMIT {p}"
+    )
+    params = [game_id, lo, hi, limit]
+    if kind == "postgresql":
+        frame = _bulk.read_binary(session, query.format(date="first_seen - DATE '1970-01-01'"), params,
+                                  {"player_id": pl.String(), "first_date": pl.Int32()})
+        return frame.with_columns(pl.col("first_date").cast(pl.Date))
+    frame = _bulk.read_query(session, query.format(date="first_seen"), params,
+                             {"player_id": pl.String(), "first_date": pl.String()})
+    return _bulk.parse_temporal(frame, dates=["first_date"])
+
+
+def load_players_daily(
+    session: Session, game_id: str, player_ids: Sequence[str], *, start: dt.date | None, end: dt.date | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(load_daily(start, end, player_ids), players_first_seen(player_ids))``, read by the cheaper plan.
+
+    The players between the list's smallest and largest id are read first (at most as many as the list
+    over :data:`DENSE_SHARE`). When the list covers that share of them (a whole game, a run of ids),
+    both reads go through that range of the primary key: no list is sent, the rows come in key order,
+    and the list is applied to the fetched rows. Else (a sparse list) the list is sent, as before.
+    Ids the range misses but the game knows (a collation ordering ids unlike Python) take the list path.
+    """
+    ids = sorted(set(player_ids))
+    if not ids:
+        return (load_daily(session, game_id, start=start, end=end, player_ids=[]),
+                players_first_seen(session, game_id, player_ids=[]))
+    cap = int(len(ids) / DENSE_SHARE) + 1
+    first = _first_seen_range(session, game_id, ids[0], ids[-1], cap + 1)
+    if first.height <= cap:
+        wanted = pl.Series(ids, dtype=pl.String)
+        found = first["player_id"].is_in(wanted.implode())
+        n_found = int(found.sum())
+        missing = [] if n_found == len(ids) else wanted.filter(~wanted.is_in(first["player_id"].implode())).to_list()
+        if not missing or players_first_seen(session, game_id, player_ids=missing).height == 0:
+            daily = load_daily(session, game_id, start=start, end=end, player_ids=ids,
+                               player_range=(ids[0], ids[-1]))
+            return daily, first if n_found == first.height else first.filter(found)
+    return (load_daily(session, game_id, start=start, end=end, player_ids=ids),
+            players_first_seen(session, game_id, player_ids=ids))
 
 
 def player_exists(session: Session, game_id: str, player_id: str) -> bool:
