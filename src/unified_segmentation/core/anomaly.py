@@ -354,13 +354,8 @@ def tail_p_value(diff: np.ndarray, tail: TailModel) -> tuple[np.ndarray, np.ndar
     qs = tail.quantile_array()
     probs = _TAIL_PROBS
     if diff.shape == (1,):  # one player (a request): no masks
-        z1 = abs(float(diff[0]) - tail.median) / tail.scale
-        last = float(qs[-1])
-        if z1 <= last:
-            p1 = 1.0 - float(np.interp(z1, qs, probs))
-        else:
-            p1 = (1.0 - TAIL_START) * float(np.exp(-tail.tail_rate * (z1 - last)))
-        return np.array([_mn(_mx(p1, P_FLOOR), 1.0)]), np.sign(diff - tail.median)
+        p1, sign1 = tail_p_one(float(diff[0]), tail)
+        return np.array([p1]), np.array([sign1])
     z = np.abs(diff - tail.median) / tail.scale
     inside = z <= qs[-1]
     p = np.empty_like(z)
@@ -368,6 +363,30 @@ def tail_p_value(diff: np.ndarray, tail: TailModel) -> tuple[np.ndarray, np.ndar
     p[inside] = 1.0 - np.interp(z[inside], qs, probs)
     p[~inside] = (1.0 - TAIL_START) * np.exp(-tail.tail_rate * (z[~inside] - qs[-1]))
     return np.clip(p, P_FLOOR, 1.0), np.sign(diff - tail.median)
+
+
+def tail_p_one(diff: float, tail: TailModel) -> tuple[float, float]:
+    """:func:`tail_p_value` of one value, in floats (the same operations, chosen by ``if``)."""
+    qs = tail.quantile_array()
+    z1 = abs(diff - tail.median) / tail.scale
+    last = float(qs[-1])
+    if z1 <= last:
+        p1 = 1.0 - float(np.interp(z1, qs, _TAIL_PROBS))
+    else:
+        p1 = (1.0 - TAIL_START) * float(np.exp(-tail.tail_rate * (z1 - last)))
+    return _mn(_mx(p1, P_FLOOR), 1.0), sign(diff - tail.median)
+
+
+def sign(x: float) -> float:
+    """``np.sign`` of one float: 1, -1, 0 (``+0.0`` for both zeros) or NaN."""
+    return 1.0 if x > 0 else -1.0 if x < 0 else 0.0 if x == 0 else x
+
+
+def count_p_one(count: float, mu: float, alpha: float) -> tuple[float, float]:
+    """:func:`count_p_value` of one player, in floats: ``(p, sign)``."""
+    count = float(np.rint(count))
+    mu = _mx(mu, 1e-9)
+    return _mx(_count_p_one(count, mu, alpha), P_FLOOR), sign(count - mu)
 
 
 def volume_bins(basis: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -510,15 +529,20 @@ class SurpriseCalibrator:
         s = np.asarray(s, float)
         vals, logl, uniq_vals, uniq_logl = self._grid()
         if s.shape == (1,):  # one player: the same operations without masks
-            v = float(s[0])
-            if v <= vals[-1]:
-                out1 = -np.interp(v, uniq_vals, uniq_logl) if len(uniq_vals) > 1 else 0.0
-            else:
-                out1 = -(logl[-1] - self.tail_rate * (v - vals[-1]))
-            return np.maximum(np.array([out1], dtype=float), 0.0)
+            return np.array([self.one(float(s[0]))])
         out = np.empty_like(s)
         inside = s <= vals[-1]
         # survival at s: interpolate log10 level on the (non-decreasing) value grid
         out[inside] = -np.interp(s[inside], uniq_vals, uniq_logl) if len(uniq_vals) > 1 else 0.0
         out[~inside] = -(logl[-1] - self.tail_rate * (s[~inside] - vals[-1]))
         return np.maximum(out, 0.0)
+
+    def one(self, v: float) -> float:
+        """The calibrated surprise of one raw value, in floats (what ``self(np.array([v]))[0]`` gives)."""
+        vals, logl, uniq_vals, uniq_logl = self._grid()
+        last = float(vals[-1])
+        if v <= last:
+            out1 = -float(np.interp(v, uniq_vals, uniq_logl)) if len(uniq_vals) > 1 else 0.0
+        else:
+            out1 = -(float(logl[-1]) - self.tail_rate * (v - last))
+        return _mx(out1, 0.0)

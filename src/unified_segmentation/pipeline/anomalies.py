@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ import polars as pl
 
 from ..core import anomaly as an
 from ..core.taxonomy import CONTEXTS, AxisModel, GameBehavioralTaxonomy
-from .data import column, matrix
+from .data import column, matrix, row_values
 
 CRITICAL_WEIGHT = 1.0
 OTHER_WEIGHT = 0.85
@@ -436,6 +437,8 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     """Score the current window of every player in ``pair`` against their own baseline (``estimate_shifts``:
     see :func:`axis_signals`)."""
     n = pair.cur.height
+    if n == 1:  # a request: one player (no segment has 20 players, so no shift is estimated)
+        return _detect_one(taxonomy, pair, context, shifts)
     settings = taxonomy.settings
     min_typ = float(settings.get("min_typical_days", 7.0))
     mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
@@ -464,13 +467,7 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
         overall = np.maximum(overall, w * score)
         surprise_max = np.maximum(surprise_max, surprise)
         p_min = np.minimum(p_min, p_axis)
-        kern = axis.kernel
-        L = kern.prec_chol_[seg]
-        c = kern.centers_[seg]
-        Zca = Zc[:, cols]
-        cur_d = an.mahalanobis_rows(Zca - c, L)
-        typ_d = an.mahalanobis_rows(Zt - c, L)
-        dev = an.mahalanobis_rows(Zca - Zt, L)
+        c, cur_d, typ_d, dev = _distances(axis.kernel, seg, Zc[:, cols], Zt)
         directions = np.array([an.direction_name(axis.axis_id, sig.names[i] if sig.names else "", sg)
                                for i, sg in zip(which, sign, strict=True)], dtype=object) if n else np.array([])
         axes_out[axis.axis_id] = {
@@ -491,6 +488,16 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
         p_value=np.minimum(1.0, p_min * n_axes), confidence=confidence, insufficient=insufficient,
         axes=axes_out, signals=signals, shifts=all_shifts, segment=seg_out, offsets_model=off_out,
     )
+
+
+def _distances(kern, seg: np.ndarray, Zca: np.ndarray, Zt: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(each player's segment center, current / typical distance to it, current-to-typical deviation)
+    under the segment's precision."""
+    L = kern.prec_chol_[seg]
+    c = kern.centers_[seg]
+    return (c, an.mahalanobis_rows(Zca - c, L), an.mahalanobis_rows(Zt - c, L),
+            an.mahalanobis_rows(Zca - Zt, L))
 
 
 def calibrate_surprise(axis: AxisModel, raw: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -548,3 +555,253 @@ def fit_anomaly_model(taxonomy: GameBehavioralTaxonomy, null_pair: WindowPair,
         },
     }
 
+
+# ---------------------------------------------------------------------------- one player
+# A request detects one player: the same operations as the array code above on Python floats, chosen
+# by ``if`` instead of masks (numpy's per-call cost dominates at n = 1). Transcendental functions stay
+# numpy's (``np.log`` / ``np.exp`` / ``np.log10`` / ``np.interp``, the same loops as on arrays), so each
+# value is the array path's to the bit; tests compare the two on many players.
+_mx, _mn = an._mx, an._mn
+
+
+def _fdiv(a: float, b: float) -> float:
+    """``a / b`` as numpy divides float64 (a zero divisor gives ±inf or NaN, not an exception)."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a != a or a == 0.0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _ctx_one(segment, key: str, signal: str) -> list[float]:
+    """``_seg_ctx`` of one segment: the stored per-context values, NaN where absent."""
+    d = segment.anomaly.get(key, {}).get(signal, {})
+    out = []
+    for c in CONTEXTS:
+        v = d.get(c)
+        out.append(math.nan if v is None else float(v))
+    return out
+
+
+@dataclass
+class _Row:
+    """One player's current and typical window as floats (absent columns read as 0)."""
+
+    cur: dict[str, float]
+    typ: dict[str, float]
+    ctx_cur: list[float]
+    ctx_typ: list[float]
+    cur_columns: list[str]
+
+    @classmethod
+    def of(cls, pair: WindowPair) -> _Row:
+        cur, typ = row_values(pair.cur), row_values(pair.typ)
+        return cls(cur, typ, [cur.get(f"exposure_{c}", 0.0) for c in CONTEXTS],
+                   [typ.get(f"exposure_{c}", 0.0) for c in CONTEXTS], pair.cur.columns)
+
+
+def _count_one(axis: AxisModel, s: int, signal: str, row: _Row, n0: float, shifts: dict | None
+               ) -> tuple[float, float, float, float, float]:
+    """``(p, sign, current, typical, baseline)`` of a count signal (``axis_signals`` at n = 1)."""
+    segment = axis.segments[s]
+    anomaly = segment.anomaly
+    cur, typ = row.cur, row.typ
+    r_seg = float(anomaly.get("rate", {}).get(signal, 0.0))
+    b0 = float(anomaly.get("prior_n0", {}).get(signal, 0.0))
+    count_typ = typ.get(signal, 0.0)
+    expo = COUNT_EXPOSURE.get(signal, "sessions")
+    x_typ, x_cur = typ.get(expo, 0.0), cur.get(expo, 0.0)
+    e_typ = typ.get("exposure_days", 0.0)
+    if signal == "sessions":
+        n0_eff = _mx(b0, n0)
+        r_hat = _fdiv(count_typ + n0_eff * r_seg, e_typ + n0_eff)
+        ctx = _ctx_one(segment, "ctx_rate", signal)
+        cur_mix = _ctx_mix_one(row.ctx_cur, ctx, r_seg)
+        typ_mix = _ctx_mix_one(row.ctx_typ, ctx, r_seg)
+        factor = _fdiv(cur_mix, _mx(typ_mix, 1e-12)) if cur_mix > 0 and typ_mix > 0 else 1.0
+        mu0 = r_hat * x_cur * factor
+    else:
+        scale = _fdiv(x_typ, _mx(e_typ, 1e-9)) if e_typ > 0 else 0.0
+        n0_eff = _mx(b0, n0 * _mx(scale, 0.25))
+        r_hat = _fdiv(count_typ + n0_eff * r_seg, x_typ + n0_eff)
+        mu0 = r_hat * x_cur
+    shape = n0_eff * r_seg + count_typ
+    alpha_param = _fdiv(1.0, _mx(shape, 1e-4)) if b0 > 0 else 0.0
+    g = 1.0
+    if shifts is not None and (axis.axis_id, s, signal) in shifts:
+        g = float(shifts[(axis.axis_id, s, signal)])
+    mu = mu0 * g
+    alpha = _mn(float(anomaly.get("alpha", {}).get(signal, 0.0)) + alpha_param, 1e4)
+    count = cur.get(signal, 0.0)
+    p, sg = an.count_p_one(count, mu, alpha)
+    return (p, sg, _fdiv(count, _mx(x_cur, 1e-9)), _fdiv(count_typ, _mx(x_typ, 1e-9)), r_hat)
+
+
+def _log_amount_one(total: float, count: float) -> tuple[float, float]:
+    """``an.log_amounts`` of one player."""
+    if count > 0 and total > 0:
+        return float(np.log(total / count)), count
+    return 0.0, 0.0
+
+
+def _amount_one(axis: AxisModel, s: int, metric: str, total: str, counted: str, row: _Row,
+                shifts: dict | None) -> tuple[float, float, float, float, float, bool]:
+    """``(p, sign, current, typical, baseline, tested)`` of an amount signal (``axis_signals`` at n = 1)."""
+    log_cur, n_cur = _log_amount_one(row.cur.get(total, 0.0), row.cur.get(counted, 0.0))
+    log_typ, n_typ = _log_amount_one(row.typ.get(total, 0.0), row.typ.get(counted, 0.0))
+    valid = n_cur > 0
+    p, sg, ell, based = 1.0, 0.0, log_typ, n_typ > 0
+    spec = axis.segments[s].anomaly.get("amount", {}).get(metric)
+    if spec and valid:
+        model = _from_spec(spec, an.AmountModel.from_dict)
+        level, s2, k0 = float(model.level), float(model.s2), float(model.k0)
+        ell = (n_typ * log_typ + k0 * level) / _mx(n_typ + k0, 1e-12)
+        based = True
+        if shifts is not None and (axis.axis_id, s, metric) in shifts:
+            med = float(shifts[(axis.axis_id, s, metric)])
+        else:
+            med = 0.0
+        if model.tail is not None:
+            var = s2 * (1.0 / _mx(n_cur, 1.0) + 1.0 / _mx(n_typ + k0, 1e-12))
+            z = (log_cur - ell - med) / math.sqrt(_mx(var, 1e-12))  # n_cur > 0 (valid)
+            p, sg = an.tail_p_one(z, model.tail)
+            ell = ell + med
+    e_cur, e_typ, e_ell = np.exp(np.array([log_cur, log_typ, ell])).tolist()
+    return p, sg, (e_cur if valid else 0.0), (e_typ if n_typ > 0 else 0.0), (e_ell if based else 0.0), valid
+
+
+def _continuous_one(axis: AxisModel, s: int, metric: str, row: _Row, shifts: dict | None
+                    ) -> tuple[float, float, float, float, float, bool]:
+    """``(p, sign, current, typical, baseline, tested)`` of a continuous signal (``axis_signals`` at n = 1)."""
+    segment = axis.segments[s]
+    x_cur, x_typ = row.cur.get(metric, 0.0), row.typ.get(metric, 0.0)
+    base = float(segment.anomaly.get("value", {}).get(metric, 0.0))
+    ctx = _ctx_one(segment, "ctx_value", metric)
+    expected = x_typ + _ctx_mix_one(row.ctx_cur, ctx, base) - _ctx_mix_one(row.ctx_typ, ctx, base)
+    basis_name = an.VOLUME_BASIS.get(metric, "sessions")
+    basis = row.cur.get(basis_name, 0.0)
+    valid = basis > 0 and row.typ.get(basis_name, 0.0) > 0
+    med = 0.0
+    if shifts is not None and (axis.axis_id, s, metric) in shifts:
+        med = float(shifts[(axis.axis_id, s, metric)])
+    diff = x_cur - expected - med
+    p, sg = 1.0, 0.0
+    spec = segment.anomaly.get("tails", {}).get(metric)
+    if spec and valid:
+        b = bisect.bisect_right(spec["edges"], basis)  # an.volume_bins of one value
+        if b < len(spec["bins"]):
+            tail = spec["bins"][b] or spec["all"]
+            if tail is not None:
+                p, sg = an.tail_p_one(diff, _from_spec(tail, an.TailModel.from_dict))
+    return p, sg, x_cur, x_typ, expected, valid
+
+
+def _axis_signals_one(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, row: _Row, s: int,
+                      shifts: dict | None) -> tuple[AxisSignals, tuple[float, float, int, float]]:
+    """:func:`axis_signals` of one player in segment ``s`` and its ``combined()`` as floats
+    ``(surprise, p_axis, which, sign)``."""
+    n0 = float(taxonomy.settings.get("n0", 7.0))
+    names: list[str] = []
+    out: list[tuple] = []
+    if axis.axis_type == "universal":
+        counts = an.COUNT_SIGNALS.get(axis.axis_id, [])
+    else:
+        counts = ["ev_" + m.removesuffix("_per_day") for m in axis.metrics]
+    columns = row.cur_columns
+    for signal in counts:
+        if signal in columns:
+            names.append(signal)
+            out.append((*_count_one(axis, s, signal, row, n0, shifts), True))
+    if axis.axis_type == "universal":
+        for metric, total, counted in an.AMOUNT_SIGNALS.get(axis.axis_id, []):
+            if total in columns and counted in columns:
+                names.append(metric)
+                out.append(_amount_one(axis, s, metric, total, counted, row, shifts))
+        scaled = taxonomy.scaler.metrics
+        for metric in an.CONTINUOUS_SIGNALS.get(axis.axis_id, []):
+            if metric in scaled:
+                names.append(metric)
+                out.append(_continuous_one(axis, s, metric, row, shifts))
+    if not names:
+        z = np.zeros((1, 0))
+        return AxisSignals(z, z, [], z, z, z, []), (0.0, 1.0, 0, 0.0)
+    ps, signs, curs, typs, bases, tested = (list(col) for col in zip(*out, strict=True))
+    # an.combine of one row: Bonferroni over the tested metrics, the first smallest p (NaN first)
+    which, pmin = 0, ps[0]
+    if pmin == pmin:
+        for j in range(1, len(ps)):
+            v = ps[j]
+            if v != v:
+                which, pmin = j, v
+                break
+            if v < pmin:
+                which, pmin = j, v
+    mult = float(max(sum(tested), 1))
+    p_axis = _mn(1.0, mult * pmin)
+    surprise = _mx(0.0, -float(np.log10(_mx(mult * pmin, an.P_FLOOR))))
+    block = np.array([ps, signs, curs, typs, bases])
+    sig = AxisSignals(block[0:1], block[1:2], names, block[2:3], block[3:4], block[4:5], [],
+                      np.array([tested], dtype=bool))
+    return sig, (surprise, p_axis, which, signs[which])
+
+
+def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str, shifts: dict | None
+                ) -> DetectionResult:
+    """:func:`detect` of one player (``pair`` holds one row), in floats where numpy's per-call cost
+    would dominate."""
+    settings = taxonomy.settings
+    row = _Row.of(pair)
+    min_typ = float(settings.get("min_typical_days", 7.0))
+    mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
+    e_typ, e_cur = row.typ.get("exposure_days", 0.0), row.cur.get("exposure_days", 0.0)
+    insufficient = e_typ < min_typ
+    metrics = taxonomy.scaler.metrics
+    scaler = taxonomy.scaler
+    Zt_all = scaler.transform(np.array([[row.typ.get(m, 0.0) for m in metrics]]))
+    Zc = scaler.transform(np.array([[row.cur.get(m, 0.0) for m in metrics]]))
+    pos = {m: i for i, m in enumerate(metrics)}
+    axes_out: dict[str, dict[str, np.ndarray]] = {}
+    signals: dict[str, AxisSignals] = {}
+    overall, surprise_max, p_min = 0.0, 0.0, 1.0
+    seg_out, off_out = {}, {}
+    active = taxonomy.active_axes
+    for axis in active:
+        cols = np.array([pos[m] for m in axis.metrics], dtype=np.int64)
+        Zt = np.ascontiguousarray(Zt_all[:, cols])
+        kern = axis.kernel
+        seg = kern.score(Zt).primary
+        s = int(seg[0])
+        sig, (raw, p_axis, which, sign) = _axis_signals_one(taxonomy, axis, row, s, shifts)
+        signals[axis.axis_id] = sig
+        spec = axis.segments[s].anomaly.get("surprise_calibrator") or axis.selection.get("surprise_calibrator")
+        calibrated = _from_spec(spec, an.SurpriseCalibrator.from_dict).one(raw) if spec else raw
+        surprise = 0.0 if insufficient else calibrated
+        threshold = float(axis.anomaly_threshold or 1.0) * mult
+        score = _mn(1.0, surprise / max(threshold, 1e-9))
+        w = CRITICAL_WEIGHT if axis.critical else OTHER_WEIGHT
+        overall = _mx(overall, w * score)
+        surprise_max = _mx(surprise_max, surprise)
+        p_min = _mn(p_min, p_axis)
+        c, cur_d, typ_d, dev = _distances(kern, seg, Zc[:, cols], Zt)
+        direction = an.direction_name(axis.axis_id, sig.names[which] if sig.names else "", sign)
+        axes_out[axis.axis_id] = {
+            "segment": seg, "current_distance": cur_d, "typical_distance": typ_d,
+            "distance_delta": cur_d - typ_d, "deviation": dev, "surprise": np.array([surprise]),
+            "p_value": np.array([p_axis]), "anomaly_score": np.array([score]), "threshold": np.array([threshold]),
+            "is_anomalous": np.array([score > CUT]), "direction": np.array([direction], dtype=object),
+            "which": np.array([which], dtype=np.int64),
+        }
+        seg_out[axis.axis_id] = seg
+        off_out[axis.axis_id] = Zt - c
+    n_axes = max(len(active), 1)
+    e_typ_share = _mn(1.0, e_typ / max(float(settings.get("typical_days", 28)), 1.0))
+    e_cur_share = _mn(1.0, e_cur / max(float(settings.get("current_days", 7)), 1.0))
+    confidence = 0.0 if insufficient else e_typ_share * e_cur_share
+    return DetectionResult(
+        player_ids=pair.cur["player_id"].to_list(), context=context,
+        is_anomalous=np.array([overall > CUT and not insufficient]), overall_score=np.array([overall]),
+        surprise=np.array([surprise_max]), p_value=np.array([_mn(1.0, p_min * n_axes)]),
+        confidence=np.array([confidence]), insufficient=np.array([insufficient]),
+        axes=axes_out, signals=signals, shifts=[], segment=seg_out, offsets_model=off_out,
+    )

@@ -125,9 +125,26 @@ class ArrayFrame:
             else:
                 out = np.asarray(values, dtype=np.float64)
                 if np.isnan(out).any():
-                    out = np.nan_to_num(out, nan=0.0)
+                    out = np.nan_to_num(out, nan=0.0, posinf=np.inf, neginf=-np.inf)  # element by element
             self._clean[name] = out
         return out
+
+
+    def row(self, i: int) -> dict[str, float]:
+        """Row ``i`` as floats, NaN as 0 (what :meth:`clean` gives element ``i`` of each column)."""
+        out = {}
+        for name, values in self._data.items():
+            v = float(values[i])
+            out[name] = v if v == v else 0.0
+        return out
+
+
+def row_values(frame, i: int = 0) -> dict[str, float]:
+    """Row ``i`` of a features frame (Polars or :class:`ArrayFrame`) as floats, as :func:`column` reads
+    them (absent columns are not keys: read them as 0)."""
+    if isinstance(frame, ArrayFrame):
+        return frame.row(i)
+    return {name: float(column(frame, name)[i]) for name in frame.columns if name != "player_id"}
 
 
 class _Ids(list):
@@ -142,7 +159,8 @@ def column(frame, name: str) -> np.ndarray:
     if name not in frame.columns:
         return np.zeros(frame.height)
     values = np.asarray(frame.get_column(name).to_numpy(), dtype=np.float64)
-    return np.nan_to_num(values, nan=0.0) if np.isnan(values).any() else values
+    # NaN -> 0 element by element (infinities stay: a row's value never depends on the other rows)
+    return np.nan_to_num(values, nan=0.0, posinf=np.inf, neginf=-np.inf) if np.isnan(values).any() else values
 
 
 def matrix(frame, columns: list[str]) -> np.ndarray:
