@@ -13,6 +13,7 @@ the metrics that had data for the player.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -318,6 +319,13 @@ class TailModel:
             self.__dict__["_quantile_array"] = qs
         return qs
 
+    def quantile_list(self) -> list[float]:
+        """``quantiles`` as floats, converted once per model."""
+        qs = self.__dict__.get("_quantile_list")
+        if qs is None:
+            qs = self.__dict__["_quantile_list"] = self.quantile_array().tolist()
+        return qs
+
     @classmethod
     def from_dict(cls, d: dict) -> TailModel:
         return cls(**d)
@@ -365,13 +373,39 @@ def tail_p_value(diff: np.ndarray, tail: TailModel) -> tuple[np.ndarray, np.ndar
     return np.clip(p, P_FLOOR, 1.0), np.sign(diff - tail.median)
 
 
+def interp_one(x: float, xp: list[float], fp: list[float]) -> float:
+    """``np.interp(x, xp, fp)`` of one float (``xp`` increasing, ties allowed), in floats: numpy's own
+    steps (the interval ``xp[j] <= x < xp[j + 1]``, the value at a knot or at the last point as is, the
+    slope form, and its fallbacks when that gives NaN)."""
+    if x != x:
+        return x
+    n = len(xp)
+    if x > xp[-1]:
+        return fp[-1]
+    j = bisect.bisect_right(xp, x) - 1
+    if j < 0:
+        return fp[0]
+    if j == n - 1 or xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    out = slope * (x - xp[j]) + fp[j]
+    if out != out:
+        out = slope * (x - xp[j + 1]) + fp[j + 1]
+        if out != out and fp[j] == fp[j + 1]:
+            out = fp[j]
+    return out
+
+
+_TAIL_PROBS_LIST = np.linspace(0.0, TAIL_START, N_QUANTILES).tolist()
+
+
 def tail_p_one(diff: float, tail: TailModel) -> tuple[float, float]:
     """:func:`tail_p_value` of one value, in floats (the same operations, chosen by ``if``)."""
-    qs = tail.quantile_array()
+    qs = tail.quantile_list()
     z1 = abs(diff - tail.median) / tail.scale
-    last = float(qs[-1])
+    last = qs[-1]
     if z1 <= last:
-        p1 = 1.0 - float(np.interp(z1, qs, _TAIL_PROBS))
+        p1 = 1.0 - interp_one(z1, qs, _TAIL_PROBS_LIST)
     else:
         p1 = (1.0 - TAIL_START) * float(np.exp(-tail.tail_rate * (z1 - last)))
     return _mn(_mx(p1, P_FLOOR), 1.0), sign(diff - tail.median)
@@ -539,10 +573,14 @@ class SurpriseCalibrator:
 
     def one(self, v: float) -> float:
         """The calibrated surprise of one raw value, in floats (what ``self(np.array([v]))[0]`` gives)."""
-        vals, logl, uniq_vals, uniq_logl = self._grid()
-        last = float(vals[-1])
+        lists = self.__dict__.get("_grid_lists")
+        if lists is None:
+            vals, logl, uniq_vals, uniq_logl = self._grid()
+            lists = self.__dict__["_grid_lists"] = (float(vals[-1]), float(logl[-1]), uniq_vals.tolist(),
+                                                    uniq_logl.tolist())
+        last, last_logl, uniq_vals, uniq_logl = lists
         if v <= last:
-            out1 = -float(np.interp(v, uniq_vals, uniq_logl)) if len(uniq_vals) > 1 else 0.0
+            out1 = -interp_one(v, uniq_vals, uniq_logl) if len(uniq_vals) > 1 else 0.0
         else:
-            out1 = -(float(logl[-1]) - self.tail_rate * (v - last))
+            out1 = -(last_logl - self.tail_rate * (v - last))
         return _mx(out1, 0.0)

@@ -196,6 +196,13 @@ class AxisKernel:
         out, primary, _ = self._first_pass(self._positions(Z), 2)
         return out[0], out[1], primary
 
+    def primary(self, Z: np.ndarray) -> np.ndarray:
+        """``score(Z).primary`` without the outputs it does not need (the compiled first pass computes it)."""
+        Z = self._positions(Z)
+        if not 1 <= self._dof <= _compiled().MAX_DOF:
+            return score_reference(self, Z).primary
+        return self._first_pass(Z, 2)[1]
+
     def _first_pass(self, Z: np.ndarray, planes: int):
         """d² into ``out[0]`` and the strengths into ``out[1]`` of a fresh ``(planes, n, k)`` block."""
         n = Z.shape[0]

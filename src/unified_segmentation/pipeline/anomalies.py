@@ -758,8 +758,8 @@ def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str
     insufficient = e_typ < min_typ
     metrics = taxonomy.scaler.metrics
     scaler = taxonomy.scaler
-    Zt_all = scaler.transform(np.array([[row.typ.get(m, 0.0) for m in metrics]]))
-    Zc = scaler.transform(np.array([[row.cur.get(m, 0.0) for m in metrics]]))
+    # both windows in one transform (element by element, as two calls give)
+    Z2 = scaler.transform(np.array([[row.typ.get(m, 0.0) for m in metrics], [row.cur.get(m, 0.0) for m in metrics]]))
     pos = {m: i for i, m in enumerate(metrics)}
     axes_out: dict[str, dict[str, np.ndarray]] = {}
     signals: dict[str, AxisSignals] = {}
@@ -768,9 +768,9 @@ def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str
     active = taxonomy.active_axes
     for axis in active:
         cols = np.array([pos[m] for m in axis.metrics], dtype=np.int64)
-        Zt = np.ascontiguousarray(Zt_all[:, cols])
+        Zt = Z2[0:1, cols]  # a fresh contiguous array
         kern = axis.kernel
-        seg = kern.score(Zt).primary
+        seg = kern.primary(Zt)
         s = int(seg[0])
         sig, (raw, p_axis, which, sign) = _axis_signals_one(taxonomy, axis, row, s, shifts)
         signals[axis.axis_id] = sig
@@ -783,12 +783,17 @@ def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str
         overall = _mx(overall, w * score)
         surprise_max = _mx(surprise_max, surprise)
         p_min = _mn(p_min, p_axis)
-        c, cur_d, typ_d, dev = _distances(kern, seg, Zc[:, cols], Zt)
+        # the three distances in one product: rows (current, typical, current - typical), one factor
+        c = kern.centers_[s:s + 1]
+        Zca = Z2[1:2, cols]
+        d = an.mahalanobis_rows(np.concatenate([Zca - c, Zt - c, Zca - Zt]), kern.prec_chol_[[s, s, s]])
+        cur_d, typ_d = d[0:1], d[1:2]
         direction = an.direction_name(axis.axis_id, sig.names[which] if sig.names else "", sign)
+        f = np.array([surprise, p_axis, score, threshold])
         axes_out[axis.axis_id] = {
             "segment": seg, "current_distance": cur_d, "typical_distance": typ_d,
-            "distance_delta": cur_d - typ_d, "deviation": dev, "surprise": np.array([surprise]),
-            "p_value": np.array([p_axis]), "anomaly_score": np.array([score]), "threshold": np.array([threshold]),
+            "distance_delta": cur_d - typ_d, "deviation": d[2:3], "surprise": f[0:1],
+            "p_value": f[1:2], "anomaly_score": f[2:3], "threshold": f[3:4],
             "is_anomalous": np.array([score > CUT]), "direction": np.array([direction], dtype=object),
             "which": np.array([which], dtype=np.int64),
         }
