@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     request_batch_max: int = Field(default=64, ge=0, description=(
         "Concurrent single categorize / detect calls of a game are read and scored together, up to this "
         "many at once (0 or 1: never batched)"))
+    gc_freeze: bool = Field(default=True, description=(
+        "Exempt the server's long-lived objects from the cyclic garbage collector once started and after "
+        "each taxonomy compiled (api/heap.py): full collections otherwise pause the workers"))
     calibrate_wait_s: float = 60.0
     cors_origins: str = ""
     rate_limit_per_minute: int = 6000

@@ -74,8 +74,9 @@ class FakeServices:
 
 
 def settings_for(url: str = "sqlite:///:memory:", **overrides: Any) -> Settings:
-    """Settings for a test app: a given database, human-readable logs, nothing read from the environment."""
-    base: dict[str, Any] = {"database_url": url, "log_json": False, "port": 8000}
+    """Settings for a test app: a given database, human-readable logs, nothing read from the environment;
+    the heap is not frozen (test_api_heap.py turns that on where it is the subject)."""
+    base: dict[str, Any] = {"database_url": url, "log_json": False, "port": 8000, "gc_freeze": False}
     base.update(overrides)
     return Settings.model_construct(**base)
 

@@ -23,6 +23,7 @@ from unified_segmentation.config import Settings
 from .auth import Authenticator
 from .batching import RequestBatcher
 from .errors import install_error_handlers
+from .heap import freeze_heap
 from .idempotency import IdempotencyMiddleware, IdempotentReplay, replay_handler
 from .jobs import CalibrationJobs, Job
 from .logs import auth_banner, configure_logging, masked_url
@@ -87,9 +88,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 log.info("bootstrap admin key is stored")
             except Exception:  # noqa: BLE001 - the service still starts; /health/ready tells what is wrong
                 log.exception("could not store the bootstrap admin key (are migrations at head?)")
+        hook = getattr(svc, "after_compile", None)
+        if settings.gc_freeze:
+            svc.after_compile = freeze_heap
+            freeze_heap()
         try:
             yield
         finally:
+            svc.after_compile = hook
             app.state.jobs.shutdown()
             if owned:
                 await run_in_threadpool(svc.close)

@@ -12,6 +12,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +69,8 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
         self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self.counters: dict[str, float] = {}
+        #: Called (no arguments) after a taxonomy is compiled and cached: the server freezes its heap there.
+        self.after_compile: Callable[[], None] | None = None
         self._init_migration()
 
     # ------------------------------------------------------------------ lifecycle / health
@@ -213,7 +216,12 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
                 _ = a.kernel  # compile once
             with self._lock:
                 self._tax[key] = tax
+            self._compiled()
         return tax
+
+    def _compiled(self) -> None:
+        if self.after_compile is not None:
+            self.after_compile()
 
     def taxonomy_object(self, game_id: str, version: int | None = None) -> GameBehavioralTaxonomy:
         with self.Session() as session:
@@ -249,6 +257,7 @@ class Services(RequestPathMixin, MigrationMixin, OpsMixin):
             repo.save_taxonomy(session, game_id, tax.to_dict(), activate=True)
         with self._lock:
             self._tax[(game_id, tax.taxonomy_version)] = tax
+        self._compiled()
         return tax.to_dict()
 
     def get_taxonomy(self, game_id: str, version: int | None = None) -> dict:
