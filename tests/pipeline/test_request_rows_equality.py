@@ -21,6 +21,7 @@ from unified_segmentation.features import daily_rows, window_feature_arrays
 from unified_segmentation.pipeline import (
     _settings_of,
     _windows,
+    anomalies,
     detect_player_rows,
     detect_rows,
     detection_dict,
@@ -128,6 +129,32 @@ def test_detect_of_several_players_equals_each_single_detect(game, with_shifts):
         for key in ("is_anomalous", "overall_score", "surprise", "p_value", "confidence", "insufficient"):
             _same(getattr(res, key)[j:j + 1], getattr(one, key), f"{pid}/{key}")
     assert flagged > 0  # the planted anomalies are among the players compared
+
+
+@pytest.mark.parametrize("with_shifts", [False, True])
+def test_a_small_group_detected_player_by_player_equals_the_array_path(game, with_shifts, monkeypatch):
+    """Up to ``ONE_BY_ONE_MAX`` players (a micro-batch of requests) are detected one by one and joined:
+    every field of the result equals the array path's on the same players, to the bit."""
+    g, tax, daily, first, ids = game
+    shifts = _shift_table(tax) if with_shifts else {}
+    for group in (ids[:2], ids[10:15], ids[30:30 + anomalies.ONE_BY_ONE_MAX]):
+        rows = _rows(daily, first, group)
+        small, keep = detect_rows(tax, rows, g.as_of, shifts=shifts)
+        monkeypatch.setattr(anomalies, "ONE_BY_ONE_MAX", 1)
+        array, keep_a = detect_rows(tax, rows, g.as_of, shifts=shifts)
+        monkeypatch.undo()
+        assert keep.tolist() == keep_a.tolist() and small.player_ids == array.player_ids == group
+        for key in ("is_anomalous", "overall_score", "surprise", "p_value", "confidence", "insufficient",
+                    "segment", "offsets_model", "axes"):
+            _same(getattr(small, key), getattr(array, key), key)
+        assert small.context == array.context and list(small.signals) == list(array.signals)
+        for axis_id, sig in array.signals.items():
+            one = small.signals[axis_id]
+            assert one.names == sig.names
+            for key in ("p", "sign", "current", "typical", "baseline", "tested"):
+                _same(getattr(one, key), getattr(sig, key), f"{axis_id}/{key}")
+        for j in range(len(group)):
+            _same(detection_dict(tax, small, j), detection_dict(tax, array, j), group[j])
 
 
 def test_single_detect_equals_the_batch_path(game):

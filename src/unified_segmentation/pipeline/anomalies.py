@@ -16,6 +16,8 @@ from .data import column, matrix, row_values
 CRITICAL_WEIGHT = 1.0
 OTHER_WEIGHT = 0.85
 CUT = 0.7
+#: A group of at most this many players (a micro-batch of requests) is detected player by player (see detect)
+ONE_BY_ONE_MAX = 4
 
 
 def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
@@ -439,6 +441,8 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     n = pair.cur.height
     if n == 1:  # a request: one player (no segment has 20 players, so no shift is estimated)
         return _detect_one(taxonomy, pair, context, shifts)
+    if n <= ONE_BY_ONE_MAX and not estimate_shifts:  # a micro-batch of requests: cheaper player by player
+        return _concat_results([_detect_one(taxonomy, pair, context, shifts, i) for i in range(n)], context)
     settings = taxonomy.settings
     min_typ = float(settings.get("min_typical_days", 7.0))
     mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
@@ -595,8 +599,8 @@ class _Row:
     cur_columns: list[str]
 
     @classmethod
-    def of(cls, pair: WindowPair) -> _Row:
-        cur, typ = row_values(pair.cur), row_values(pair.typ)
+    def of(cls, pair: WindowPair, i: int = 0) -> _Row:
+        cur, typ = row_values(pair.cur, i), row_values(pair.typ, i)
         return cls(cur, typ, [cur.get(f"exposure_{c}", 0.0) for c in CONTEXTS],
                    [typ.get(f"exposure_{c}", 0.0) for c in CONTEXTS], pair.cur.columns)
 
@@ -746,12 +750,12 @@ def _axis_signals_one(taxonomy: GameBehavioralTaxonomy, axis: AxisModel, row: _R
     return sig, (surprise, p_axis, which, signs[which])
 
 
-def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str, shifts: dict | None
-                ) -> DetectionResult:
-    """:func:`detect` of one player (``pair`` holds one row), in floats where numpy's per-call cost
+def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str, shifts: dict | None,
+                i: int = 0) -> DetectionResult:
+    """:func:`detect` of the player in row ``i`` of ``pair``, in floats where numpy's per-call cost
     would dominate."""
     settings = taxonomy.settings
-    row = _Row.of(pair)
+    row = _Row.of(pair, i)
     min_typ = float(settings.get("min_typical_days", 7.0))
     mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
     e_typ, e_cur = row.typ.get("exposure_days", 0.0), row.cur.get("exposure_days", 0.0)
@@ -804,9 +808,34 @@ def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str
     e_cur_share = _mn(1.0, e_cur / max(float(settings.get("current_days", 7)), 1.0))
     confidence = 0.0 if insufficient else e_typ_share * e_cur_share
     return DetectionResult(
-        player_ids=pair.cur["player_id"].to_list(), context=context,
+        player_ids=pair.cur["player_id"].to_list()[i:i + 1], context=context,
         is_anomalous=np.array([overall > CUT and not insufficient]), overall_score=np.array([overall]),
         surprise=np.array([surprise_max]), p_value=np.array([_mn(1.0, p_min * n_axes)]),
         confidence=np.array([confidence]), insufficient=np.array([insufficient]),
         axes=axes_out, signals=signals, shifts=[], segment=seg_out, offsets_model=off_out,
+    )
+
+
+def _concat_results(parts: list[DetectionResult], context: str) -> DetectionResult:
+    """One result of the players of ``parts`` (one-player results of the same axes), in their order."""
+    def cat(arrays):
+        return np.concatenate(arrays)
+
+    first = parts[0]
+    axes = {a: {k: cat([p.axes[a][k] for p in parts]) for k in d} for a, d in first.axes.items()}
+    signals = {}
+    for a, sig in first.signals.items():
+        sigs = [p.signals[a] for p in parts]
+        signals[a] = AxisSignals(
+            p=cat([x.p for x in sigs]), sign=cat([x.sign for x in sigs]), names=sig.names,
+            current=cat([x.current for x in sigs]), typical=cat([x.typical for x in sigs]),
+            baseline=cat([x.baseline for x in sigs]), shifts=[],
+            tested=None if sig.tested is None else cat([x.tested for x in sigs]))
+    return DetectionResult(
+        player_ids=[pid for p in parts for pid in p.player_ids], context=context,
+        is_anomalous=cat([p.is_anomalous for p in parts]), overall_score=cat([p.overall_score for p in parts]),
+        surprise=cat([p.surprise for p in parts]), p_value=cat([p.p_value for p in parts]),
+        confidence=cat([p.confidence for p in parts]), insufficient=cat([p.insufficient for p in parts]),
+        axes=axes, signals=signals, shifts=[], segment={a: cat([p.segment[a] for p in parts]) for a in first.segment},
+        offsets_model={a: cat([p.offsets_model[a] for p in parts]) for a in first.offsets_model},
     )
