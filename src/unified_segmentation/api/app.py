@@ -24,6 +24,7 @@ from .auth import Authenticator
 from .batching import RequestBatcher
 from .errors import install_error_handlers
 from .heap import freeze_heap
+from .hot import HotRoutes
 from .idempotency import IdempotencyMiddleware, IdempotentReplay, replay_handler
 from .jobs import CalibrationJobs, Job
 from .logs import auth_banner, configure_logging, masked_url
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in ROUTERS:
         app.include_router(router)
 
-    # Added innermost first: request context wraps CORS wraps the body limit wraps idempotency wraps the routes.
+    # Added innermost first: request context wraps the hot routes wrap CORS wraps the body limit wraps
+    # idempotency wraps the routes.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_list:
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Idempotency-Key", "Idempotent-Replayed", "Location", "Retry-After"],
         )
+    app.add_middleware(HotRoutes, api=app, cors=bool(settings.cors_list))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -137,7 +138,11 @@ async def current_principal(
 
 async def authorize(request: Request, needed: str, key: str | None, game_id: str | None) -> Principal:
     """The principal of ``key``, rate-limited, allowed scope ``needed`` and game ``game_id`` (if any)."""
-    auth: Authenticator = request.app.state.auth
+    return await authorize_with(request.app.state.auth, needed, key, game_id)
+
+
+async def authorize_with(auth: Authenticator, needed: str, key: str | None, game_id: str | None) -> Principal:
+    """:func:`authorize` with the app's :class:`Authenticator` given (the hot routes have no ``Request``)."""
     principal = await auth.resolve(key)
     await auth.enforce_rate_limit(principal)
     if not principal.allows(needed):
@@ -149,7 +154,11 @@ async def authorize(request: Request, needed: str, key: str | None, game_id: str
 
 def presented_key(request: Request) -> str | None:
     """The key as :data:`bearer_scheme` / :data:`api_key_scheme` read it: a bearer token, else ``X-API-Key``."""
-    headers = request.headers
+    return presented_key_in(request.headers)
+
+
+def presented_key_in(headers: Mapping[str, str]) -> str | None:
+    """:func:`presented_key` of these headers."""
     authorization = headers.get("authorization")
     scheme, credentials = get_authorization_scheme_param(authorization)
     if authorization and scheme and credentials and scheme.lower() == "bearer":
@@ -157,13 +166,7 @@ def presented_key(request: Request) -> str | None:
     return headers.get("x-api-key")
 
 
-async def read_access(request: Request, game_id: str) -> Principal:
-    """:data:`ReadKey` for a hot route that skips dependency injection: the same checks, read scope, for
-    ``game_id`` (a read never carries an idempotency record). Declare :data:`KEY_SECURITY` on the route."""
-    return await authorize(request, "read", presented_key(request), game_id)
-
-
-#: OpenAPI security of a route that checks its key with :func:`read_access` (as ``ReadKey`` documents it).
+#: OpenAPI security of a route that checks its key with :func:`authorize_with` (as ``ReadKey`` documents it).
 KEY_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": ["read"]}, {"APIKeyHeader": ["read"]}]}
 
 

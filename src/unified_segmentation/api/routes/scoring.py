@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from ..auth import KEY_SECURITY, ReadKey, read_access
+from ..auth import KEY_SECURITY, ReadKey, presented_key
 from ..deps import MetricsDep, ServicesDep, SettingsDep
+from ..hot import serve_categorize, serve_detect
 from ..responses import ORJSONResponse, render
 from ..schemas import (
     CategorizeBatchRequest,
@@ -24,18 +25,13 @@ router = APIRouter(prefix=SEGMENTATION, tags=["scoring"], responses=AUTH_ERRORS)
 
 # The single-player routes run on the event loop: a call is ~1 ms of CPU plus one indexed read, less than a
 # hop to the threadpool and back costs. Calls that arrive together are read and scored together (batching.py).
-# They check their key with ``read_access`` instead of dependencies (the same checks as ``ReadKey``; FastAPI's
-# dependency resolution costs more than the rest of the framework's work on these calls). Batches and listings
-# stay in the threadpool.
+# A well-formed call is answered by the HotRoutes layer (hot.py) before it reaches FastAPI; these routes
+# serve the rest (and document both) with the same functions. They check their key inside those functions
+# (the same checks as ``ReadKey``) instead of through dependencies. Batches and listings stay in the threadpool.
 @router.post("/categorize", summary="Place one player in the game's taxonomy", responses=errors(404, 409),
              openapi_extra=KEY_SECURITY)
 async def categorize(body: CategorizeRequest, request: Request) -> ORJSONResponse:
-    await read_access(request, body.game_id)
-    state = request.app.state
-    profile = await state.batcher.categorize(body.game_id, body.player_id, as_of=body.as_of,
-                                             taxonomy_version=body.taxonomy_version)
-    state.metrics.record_profiles(body.game_id, [profile])
-    return render(profile)
+    return render(await serve_categorize(request.app.state, presented_key(request), body))
 
 
 @router.post("/categorize/batch", summary="Categorize up to 10,000 players", responses=errors(404, 409, 413))
@@ -55,11 +51,7 @@ def categorize_batch(body: CategorizeBatchRequest, key: ReadKey, services: Servi
 @router.post("/anomalies/detect", summary="Does one player depart from their own normal?", responses=errors(404, 409),
              openapi_extra=KEY_SECURITY)
 async def detect(body: DetectRequest, request: Request) -> ORJSONResponse:
-    await read_access(request, body.game_id)
-    state = request.app.state
-    detection = await state.batcher.detect(body.game_id, body.player_id, as_of=body.as_of)
-    state.metrics.record_detections(body.game_id, [detection])
-    return render(detection)
+    return render(await serve_detect(request.app.state, presented_key(request), body))
 
 
 @router.post("/anomalies/detect/batch", summary="Detect anomalies for up to 10,000 players",
