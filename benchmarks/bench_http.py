@@ -4,14 +4,20 @@ measured in the same run.
 For each backend (SQLite file, PostgreSQL database created on 127.0.0.1:5432 and dropped afterwards) a planted
 game is seeded (``generate_daily``: 10,000 players by default), calibrated, and served by uvicorn subprocesses
 started exactly as ``useg serve`` starts them (``unified_segmentation.api.server.run``; 1 worker for
-concurrency 1, 2 workers for concurrency 32). A bounded load generator on loopback (raw asyncio sockets,
-HTTP/1.1 keep-alive, one connection per concurrent client, a fixed number of requests, a time cap) measures:
+concurrency 1, 2 workers for concurrency 32). The single-call scenarios are driven by ``wrk`` (Debian's
+package; one thread, HTTP/1.1 keep-alive, one connection per concurrent client, ``--seconds`` per run, a
+Lua script cycling through the calls, each connection from its own offset) when it is installed, else by
+the bounded Python client below (raw asyncio sockets, a fixed number of requests, a time cap): on these
+2 cores the Python client itself caps near 4,000 req/s and takes CPU from the server, where ``wrk``
+drives a bare FastAPI constant at ~12,000 req/s (``--loadgen`` chooses). They measure:
 
 * single categorize and single detect: p50 / p95 / p99 and requests/s at concurrency 1 and 32, and the
   80 % categorize / 20 % detect mix of distinct players at concurrency 32 (with the mean size of the
   micro-batches the service formed, and the mix again with micro-batching off, ``USEG_REQUEST_BATCH_MAX=1``);
 * batch categorize of 10,000 players in one request (compact, not persisted): players/s;
 * HTTP ingestion in batches of 1,000 events: events/s.
+
+The batch and ingestion scenarios (one large request at a time) always use the Python client.
 
 Baselines (same run, same client): a bare FastAPI POST endpoint returning a constant, the same with one
 database fetch (asyncpg on PostgreSQL, sqlite3 on SQLite), and a bare endpoint parsing the same ingestion body.
@@ -28,6 +34,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -203,6 +210,61 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
            for k in runs[0]}
     out["repeats"] = len(runs)
     return out
+
+
+WRK_SCRIPT = textwrap.dedent("""
+    -- Cycles through the calls of the file named by WRK_CALLS ("PATH<TAB>BODY" lines); each thread starts
+    -- at its own offset; done() prints one JSON line.
+    local calls, at, threads = {}, 0, 0
+    function setup(thread)
+      thread:set("offset", threads)
+      threads = threads + 1
+    end
+    function init(args)
+      local headers = {["Content-Type"] = "application/json"}
+      for line in io.lines(os.getenv("WRK_CALLS")) do
+        local path, body = line:match("^([^\t]+)\t(.*)$")
+        calls[#calls + 1] = wrk.format("POST", path, headers, body)
+      end
+      at = offset * 7919 % #calls
+    end
+    function request()
+      at = at % #calls + 1
+      return calls[at]
+    end
+    function done(summary, latency, requests)
+      local e = summary.errors
+      io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, ' ..
+        '"p99_us": %d, "mean_us": %.1f, "status_errors": %d, "socket_errors": %d}\\n', summary.requests,
+        summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean,
+        e.status, e.connect + e.read + e.write + e.timeout))
+    end
+""")
+
+
+def wrk_load(port: int, calls: list[tuple[str, Any]], concurrency: int, seconds: int,
+             workdir: Path) -> dict[str, Any]:
+    """``calls`` ((path, JSON body) pairs, cycled) from ``concurrency`` keep-alive connections for
+    ``seconds``, by wrk; the same fields as :func:`load` (latency in ms)."""
+    script = workdir / "calls.lua"
+    if not script.exists():
+        script.write_text(WRK_SCRIPT)
+    calls_file = workdir / f"calls-{uuid.uuid4().hex[:8]}.tsv"
+    calls_file.write_bytes(b"".join(path.encode() + b"\t" + orjson.dumps(body) + b"\n" for path, body in calls))
+    try:
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{int(seconds)}s", "--timeout", "10s",
+                              "-s", str(script), f"http://127.0.0.1:{port}"],
+                             env={**os.environ, "WRK_CALLS": str(calls_file)}, capture_output=True, text=True,
+                             timeout=seconds + 60, check=True).stdout
+    finally:
+        calls_file.unlink(missing_ok=True)
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    d = json.loads(line[len("WRKJSON "):])
+    return {"requests": d["requests"], "concurrency": concurrency,
+            "errors": d["status_errors"] + d["socket_errors"],
+            "p50_ms": d["p50_us"] / 1000, "p95_ms": d["p95_us"] / 1000, "p99_ms": d["p99_us"] / 1000,
+            "mean_ms": round(d["mean_us"] / 1000, 3),
+            "req_per_s": round(d["requests"] / (d["duration_us"] / 1e6), 1)}
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -442,23 +504,34 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         out["seed"] = {"players": len(players), **timings}
         n1, n32 = args.requests_c1, args.requests_c32
 
-        def singles(path: str, n: int, offset: int = 0) -> list[bytes]:
-            return [post(path, {"player_id": players[(offset + i) % len(players)], "game_id": GAME})
-                    for i in range(n)]
+        use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None)
+        out["load_generator"] = (f"wrk, 1 thread, {args.seconds} s per run" if use_wrk
+                                 else "Python asyncio client (bench_http.load)")
+
+        def singles(path: str, n: int, offset: int = 0) -> list[tuple[str, Any]]:
+            """``n`` calls of ``path`` for distinct players (with wrk: every player, from ``offset``)."""
+            n = len(players) if use_wrk else n
+            return [(path, {"player_id": players[(offset + i) % len(players)], "game_id": GAME}) for i in range(n)]
 
         cat, det = "/api/v1/segmentation/categorize", "/api/v1/segmentation/anomalies/detect"
-        mix = [post(det if i % 5 == 4 else cat, {"player_id": players[i % len(players)], "game_id": GAME})
-               for i in range(n32)]
+        mix = [(det if i % 5 == 4 else cat, {"player_id": players[i % len(players)], "game_id": GAME})
+               for i in range(len(players) if use_wrk else n32)]
 
-        def measure(server: Server, reqs: list[bytes], c: int) -> dict[str, Any]:
+        def measure(server: Server, calls: list[tuple[str, Any]], c: int) -> dict[str, Any]:
             """Median of the repeats, plus the server's CPU per request: a figure the shared machine's
             other load inflates much less than wall-clock latency."""
             runs, cpu = [], []
+            if use_wrk:
+                wrk_load(server.port, calls, c, 1, workdir)  # warm-up
+            else:
+                reqs = [post(path, body) for path, body in calls]
             for _ in range(args.repeats):
                 c0 = server.cpu_seconds()
-                runs.append(load(server.port, reqs, c))
-                cpu.append((server.cpu_seconds() - c0) * 1000 / len(reqs))
-            return median_of(runs) | {"server_cpu_ms_per_request": round(statistics.median(cpu), 3)}
+                run = wrk_load(server.port, calls, c, args.seconds, workdir) if use_wrk else load(server.port, reqs, c)
+                runs.append(run)
+                cpu.append((server.cpu_seconds() - c0) * 1000 / max(1, run["requests"]))
+            return median_of(runs) | {"server_cpu_ms_per_request": round(statistics.median(cpu), 3),
+                                      "req_per_s_runs": [r["req_per_s"] for r in runs]}
 
         batch_ids = players[: min(10_000, len(players))]
         note(f"{backend}: services in-process (no HTTP)")
@@ -486,7 +559,9 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         columnar_s = statistics.median(r["mean_ms"] for r in columnar_runs) / 1000
         full = load(svc.port, [post("/api/v1/segmentation/categorize/batch",
                                     {"game_id": GAME, "player_ids": batch_ids})], 1, warmup=0)
-        singles_for_batch = load(svc.port, singles(cat, min(n1, 200), 3000), 1, warmup=0)
+        one_by_one = [post(cat, {"player_id": players[(3000 + i) % len(players)], "game_id": GAME})
+                      for i in range(min(n1, 200))]
+        singles_for_batch = load(svc.port, one_by_one, 1, warmup=0)
         out["batch_categorize"] = {
             "players": len(batch_ids), "compact_seconds": round(seconds, 3),
             "compact_players_per_s": round(len(batch_ids) / seconds),
@@ -539,6 +614,9 @@ def main() -> None:
                         help="'ingest': only the HTTP ingestion scenario (no seeding, no categorize/detect); "
                              "'scoring': everything but ingestion")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
+                        help="single-call scenarios: wrk when installed (auto), or the Python client")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     request_batch_max: int = Field(default=64, ge=0, description=(
         "Concurrent single categorize / detect calls of a game are read and scored together, up to this "
         "many at once (0 or 1: never batched)"))
+    request_batch_linger_ms: float = Field(default=1.0, ge=0, le=50, description=(
+        "Under sustained concurrency, a micro-batch waits this long for more calls (a lone call never waits)"))
     gc_freeze: bool = Field(default=True, description=(
         "Exempt the server's long-lived objects from the cyclic garbage collector once started and after "
         "each taxonomy compiled (api/heap.py): full collections otherwise pause the workers"))

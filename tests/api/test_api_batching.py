@@ -128,3 +128,47 @@ def test_hot_routes_document_the_same_key_security_as_the_others(make_client, fa
     for path in ("/api/v1/segmentation/categorize", "/api/v1/segmentation/anomalies/detect"):
         assert spec["paths"][path]["post"]["security"] == expected
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+
+
+def test_under_concurrency_a_batch_lingers_for_more_calls(seeded_sqlite):
+    """After a run of two calls or more, the next batch waits ``linger_s`` for company; a lone call (the
+    last run held one) never waits, and a batch that fills up runs at once."""
+    services = seeded_sqlite.services
+    players = _players(seeded_sqlite, 8)
+    runs: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(services, name)
+
+        def categorize_many(self, game_id, ids, **kw):
+            runs.append(len(ids))
+            return services.categorize_many(game_id, ids, **kw)
+
+        def categorize(self, game_id, pid, **kw):
+            runs.append(1)
+            return services.categorize(game_id, pid, **kw)
+
+    async def staggered(batcher: RequestBatcher, ids: list[str]) -> list:
+        """One call per turn of the loop: without lingering, each would run alone."""
+        tasks = []
+        for pid in ids:
+            tasks.append(asyncio.ensure_future(batcher.categorize(GAME, pid)))
+            await asyncio.sleep(0)
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+
+    async def scenario(linger_s: float, max_batch: int = 64) -> None:
+        batcher = RequestBatcher(Counting(), linger_s=linger_s, max_batch=max_batch)
+        assert await asyncio.wait_for(batcher.categorize(GAME, players[0]), timeout=5)  # alone: no wait
+        await asyncio.gather(*(batcher.categorize(GAME, p) for p in players[:2]))  # a run of two: busy
+        answers = await staggered(batcher, players[2:5])
+        assert [a["player_id"] for a in answers] == players[2:5]
+
+    asyncio.run(scenario(0.0))
+    assert runs == [1, 2, 1, 1, 1]  # no lingering: each staggered call ran at the next turn, alone
+    runs.clear()
+    asyncio.run(scenario(1.0))
+    assert runs == [1, 2, 3]  # lingering: the three staggered calls ran together
+    runs.clear()
+    asyncio.run(scenario(30.0, max_batch=3))  # a full batch runs at once (wait_for would time out)
+    assert runs == [1, 2, 3]

@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             svc = services
         app.state.services = svc
         app.state.batcher = RequestBatcher(svc, max_batch=max(1, settings.request_batch_max),
-                                           enabled=settings.request_batch_max > 1, observe=metrics.observe_batch)
+                                           enabled=settings.request_batch_max > 1, observe=metrics.observe_batch,
+                                           linger_s=settings.request_batch_linger_ms / 1000)
         app.state.auth = Authenticator(svc, required=settings.auth_required,
                                        rate_limit_per_minute=settings.rate_limit_per_minute,
                                        metrics_token=settings.metrics_token)

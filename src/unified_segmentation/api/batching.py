@@ -9,6 +9,12 @@ players (``Services.categorize_many`` / ``detect_many``); a call that arrives al
 one-player path (``Services.categorize`` / ``detect``), so nothing waits for company and concurrency
 1 pays nothing.
 
+Under sustained concurrency (the last batch run held two calls or more) the batch waits ``linger_s``
+(``USEG_REQUEST_BATCH_LINGER_MS``, 1 ms by default) instead of running at the next turn of the loop:
+the loop reads the calls that arrive meanwhile, and a batch twice as large costs far less than two
+(at concurrency 32 on two workers: +20 % requests/s, lower latency too). A lone call never lingers,
+and a batch that reaches ``max_batch`` runs at once.
+
 Answers do not depend on batching: each player's answer equals the one-player path's, byte for byte
 (the scoring of a player does not depend on the other players scored with it), and errors stay per
 call: an unknown player fails its own call only; an error of the whole group (unknown game, no taxonomy
@@ -39,13 +45,17 @@ class RequestBatcher:
     """Parks single categorize / detect calls and runs the calls parked together as batches."""
 
     def __init__(self, services: Any, *, max_batch: int = MAX_BATCH, enabled: bool = True,
-                 observe: Callable[[str, int], None] | None = None) -> None:
+                 observe: Callable[[str, int], None] | None = None, linger_s: float = 0.0) -> None:
         self.services = services
         self.observe = observe  # (kind, calls) of each batch run, one call alone included
         self.max_batch = max(1, int(max_batch))
         self.enabled = enabled
+        self.linger_s = max(0.0, float(linger_s))
         self._pending: dict[_Key, list[tuple[str, asyncio.Future]]] = {}
-        self._scheduled = False
+        self._parked = 0  # calls waiting in _pending
+        self._handle: asyncio.Handle | None = None  # the scheduled run of the parked calls
+        self._lingering = False  # that run waits linger_s (a timer) rather than the next turn of the loop
+        self._busy = False  # the last run held two calls or more
         self.batches = 0  # batches of two or more calls run (for tests and metrics)
         self.batched_calls = 0
 
@@ -63,13 +73,21 @@ class RequestBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.setdefault(key, []).append((player_id, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._drain)
+        self._parked += 1
+        if self._handle is None:
+            self._lingering = self._busy and self.linger_s > 0
+            self._handle = (loop.call_later(self.linger_s, self._drain) if self._lingering
+                            else loop.call_soon(self._drain))
+        elif self._lingering and self._parked >= self.max_batch:  # a full batch does not wait
+            self._handle.cancel()
+            self._lingering = False
+            self._handle = loop.call_soon(self._drain)
         return await future
 
     def _drain(self) -> None:
-        self._scheduled = False
+        self._handle = None
+        self._busy = self._parked > 1
+        self._parked = 0
         pending, self._pending = self._pending, {}
         for key, calls in pending.items():
             for at in range(0, len(calls), self.max_batch):
