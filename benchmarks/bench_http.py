@@ -13,7 +13,8 @@ drives a bare FastAPI constant at ~12,000 req/s (``--loadgen`` chooses). They me
 
 * single categorize and single detect: p50 / p95 / p99 and requests/s at concurrency 1 and 32, and the
   80 % categorize / 20 % detect mix of distinct players at concurrency 32 (with the mean size of the
-  micro-batches the service formed, and the mix again with micro-batching off, ``USEG_REQUEST_BATCH_MAX=1``);
+  micro-batches the service formed, and the mix again with micro-batching off, ``USEG_REQUEST_BATCH_MAX=1``,
+  and with batching on but no lingering for more calls, ``USEG_REQUEST_BATCH_LINGER_MS=0``);
 * batch categorize of 10,000 players in one request (compact, not persisted): players/s;
 * HTTP ingestion in batches of 1,000 events: events/s.
 
@@ -596,6 +597,11 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         svc = service_server(url, 2, workdir, request_batch_max="1")
         servers.append(svc)
         out["c32_2workers"]["mix_unbatched"] = measure(svc, mix, 32)
+        svc.stop()
+        # batching on, but no lingering for more calls (USEG_REQUEST_BATCH_LINGER_MS=0): what lingering brings
+        svc = service_server(url, 2, workdir, request_batch_linger_ms="0")
+        servers.append(svc)
+        out["c32_2workers"]["mix_no_linger"] = measure(svc, mix, 32)
     finally:
         for s in servers:
             s.stop()

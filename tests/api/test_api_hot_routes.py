@@ -183,3 +183,11 @@ def test_a_body_cut_short_is_passed_on_as_received():
     assert seen == [{"type": "http.request", "body": b'{"game_id": "g", ', "more_body": True},
                     {"type": "http.disconnect"}]
     assert layer.served == 0
+
+
+def test_the_body_limit_applies_as_on_the_normal_path(make_client, settings_for, seeded):
+    client = make_client(settings_for(seeded.url, max_body_bytes=40), services=seeded.services)
+    served = client.app.state.hot_routes.served
+    r = client.post(CAT, json={"game_id": GAME, "player_id": PLAYER})  # 48 bytes
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+    assert client.app.state.hot_routes.served == served

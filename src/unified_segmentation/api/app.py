@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Idempotency-Key", "Idempotent-Replayed", "Location", "Retry-After"],
         )
-    app.add_middleware(HotRoutes, api=app, cors=bool(settings.cors_list))
+    app.add_middleware(HotRoutes, api=app, cors=bool(settings.cors_list), max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 

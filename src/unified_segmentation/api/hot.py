@@ -7,7 +7,8 @@ metrics apply as to every route) answers a well-formed call itself: it reads the
 with ``orjson`` and validates it with the route's own model, checks the key as the route does,
 runs the call through the batcher and renders the answer with the service's JSON renderer and error
 handlers. Anything else goes down the normal path, byte for byte as it arrives: another method, a
-query string, a body that is not ``application/json`` or larger than :data:`MAX_HOT_BODY`, a CORS
+query string, a body that is not ``application/json`` or larger than :data:`MAX_HOT_BODY` (or than
+``USEG_MAX_BODY_BYTES``, so the normal path's 413 applies), a CORS
 request (``Origin`` with CORS configured), a body that does not parse or validate (so 400 / 422 answers
 come from the one validation handler). The FastAPI routes stay: they document the API (OpenAPI) and
 serve every call the layer passes on, with the same :func:`serve_categorize` / :func:`serve_detect`.
@@ -64,10 +65,11 @@ _Serve = Callable[[Any, str | None, Any], Awaitable[dict]]
 class HotRoutes:
     """ASGI layer serving the well-formed calls of the hot routes (see the module's text)."""
 
-    def __init__(self, app: ASGIApp, api: FastAPI, cors: bool = False) -> None:
+    def __init__(self, app: ASGIApp, api: FastAPI, cors: bool = False, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.api = api
         self.cors = cors
+        self.max_body = MAX_HOT_BODY if max_body_bytes is None else min(MAX_HOT_BODY, max_body_bytes)
         from .routes.scoring import router  # the routes document and back these paths
 
         routes = {r.path: r for r in router.routes if isinstance(r, APIRoute)}
@@ -88,7 +90,7 @@ class HotRoutes:
         length = headers.get("content-length")
         if (not (content_type == "application/json" or content_type.startswith("application/json;"))
                 or (self.cors and "origin" in headers)
-                or length is None or not length.isdigit() or int(length) > MAX_HOT_BODY):
+                or length is None or not length.isdigit() or int(length) > self.max_body):
             await self.app(scope, receive, send)
             return
         body, cut = await _read_body(receive)
