@@ -24,6 +24,7 @@ with warnings.catch_warnings():  # starlette prefers httpx2 (not a dependency); 
 
 from unified_segmentation.api.app import create_app
 from unified_segmentation.config import Settings
+from unified_segmentation.services.ops import current_window
 
 GAME = "test_game"
 PLAYER = "test_player"
@@ -44,10 +45,11 @@ class FakeServices:
     def authenticate(self, key: str) -> dict[str, Any] | None:
         return self.keys.get(key)
 
-    def rate_limit_hit(self, key_id: int, limit_per_minute: int) -> bool:
-        self.hits[key_id] = self.hits.get(key_id, 0) + 1
+    def rate_limit_take(self, key_id: int, limit_per_minute: int, wanted: int) -> tuple[int, int]:
+        before = self.hits.get(key_id, 0)
+        self.hits[key_id] = before + wanted
         limit = self.rate_limited_after if self.rate_limited_after is not None else limit_per_minute
-        return self.hits[key_id] > limit
+        return current_window(), max(0, min(wanted, limit - before))
 
     def ensure_api_key(self, plaintext: str, scope: str = "admin") -> dict[str, Any]:
         self.ensured.append((plaintext, scope))

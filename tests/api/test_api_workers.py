@@ -121,6 +121,43 @@ def test_the_rate_limit_is_shared_by_two_workers(seeded, second_services, make_c
     assert second.get(url, headers={"X-API-Key": key}).status_code == 200  # the next minute starts afresh
 
 
+def _hits(services, key_id: int) -> int:
+    with services.engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(sum(hits), 0) FROM rate_limit_counters WHERE key_id = :k"),
+                                {"k": key_id}).scalar())
+
+
+def test_busy_keys_lease_their_limit_a_share_at_a_time(seeded, second_services, make_client, settings_for,
+                                                         monkeypatch):
+    """Limit 300: each worker reserves 3 calls at a time (one statement), counts them in memory, and
+    once the counter is spent answers 429 without asking the database again this minute. The two
+    workers serve exactly 300 calls between them."""
+    monkeypatch.setattr(ops, "current_window", lambda: 1_100_000_000 + hash(seeded.backend) % 1000)
+    first, second = _two_clients(seeded, second_services, make_client, settings_for, auth="required",
+                                 rate_limit_per_minute=300)
+    key, info = seeded.services.create_api_key("read")
+    url = f"/api/v1/games/{GAME}/settings"
+    for i in range(10):
+        assert (first if i % 2 else second).get(url, headers={"X-API-Key": key}).status_code == 200
+    assert _hits(seeded.services, info["id"]) == 12  # four leases of 3 (2 calls of the last two unused)
+    codes = [(first if i % 2 else second).get(url, headers={"X-API-Key": key}).status_code for i in range(300)]
+    assert codes.count(200) == 290 and codes[-10:] == [429] * 10  # 300 in all
+    spent = _hits(seeded.services, info["id"])
+    assert [c.get(url, headers={"X-API-Key": key}).status_code for c in (first, second) * 3] == [429] * 6
+    assert _hits(seeded.services, info["id"]) == spent  # exhausted: no more statements this minute
+    monkeypatch.setattr(ops, "current_window", lambda: 1_100_000_001 + hash(seeded.backend) % 1000)
+    assert first.get(url, headers={"X-API-Key": key}).status_code == 200  # the next minute starts afresh
+
+
+def test_a_reservation_is_granted_up_to_the_limit(seeded, second_services, monkeypatch):
+    monkeypatch.setattr(ops, "current_window", lambda: 1_200_000_000 + hash(seeded.backend) % 1000)
+    key_id = 10_000_000 + uuid.uuid4().int % 1_000_000
+    takes = [svc.rate_limit_take(key_id, 10, 4)[1] for svc in (seeded.services, second_services) * 2]
+    assert takes == [4, 4, 2, 0]
+    assert seeded.services.rate_limit_hit(key_id, 10) is True  # a single call over the limit
+    assert _hits(seeded.services, key_id) == 17  # reservations are counted whole, granted or not
+
+
 def test_counters_are_one_row_per_key_and_minute(seeded, second_services):
     key_id = 10_000_000 + uuid.uuid4().int % 1_000_000
     window = 2_000_000_000

@@ -19,6 +19,7 @@ Keys are required when the settings say so (``Settings.auth_required``: binding 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -32,6 +33,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from unified_segmentation.errors import Forbidden, RateLimited, Unauthorized
+from unified_segmentation.services import ops
 
 from . import idempotency
 
@@ -66,6 +68,13 @@ class Principal:
 OPEN = Principal(key_id=None, scope="admin", anonymous=True)
 
 
+def lease_size(limit_per_minute: int) -> int:
+    """Calls a process reserves at a time: 1 % of the limit (1 under 200 a minute). At the end of a
+    minute a key may be refused up to (processes × lease) calls before its limit: those leased to other
+    processes and not used."""
+    return max(1, limit_per_minute // 100)
+
+
 class Authenticator:
     """Resolves presented keys to principals and enforces the per-key rate limit."""
 
@@ -76,6 +85,8 @@ class Authenticator:
         self.rate_limit_per_minute = rate_limit_per_minute
         self.metrics_token = metrics_token
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._leases: dict[int, list] = {}  # key id -> [minute, calls left, the database granted nothing]
+        self._lease_locks: dict[int, asyncio.Lock] = {}
 
     async def resolve(self, key: str | None) -> Principal:
         if not self.required:
@@ -99,13 +110,42 @@ class Authenticator:
         return principal
 
     async def enforce_rate_limit(self, principal: Principal) -> None:
-        if principal.anonymous or principal.key_id is None or self.rate_limit_per_minute <= 0:
+        """Count the call against its key's per-minute limit, shared by every process through the database.
+
+        A process reserves a lease of :func:`lease_size` calls at a time (one atomic statement) and counts
+        its calls against it in memory, so a busy key costs a statement per lease, not per call; once the
+        database grants nothing more this minute, the process answers 429 without asking again until the
+        minute ends. Small limits (under 200 a minute) lease one call at a time: exact, as before.
+        """
+        limit = self.rate_limit_per_minute
+        if principal.anonymous or principal.key_id is None or limit <= 0:
             return
-        over = await run_in_threadpool(self.services.rate_limit_hit, principal.key_id, self.rate_limit_per_minute)
-        if over:
-            retry = 60 - int(time.time()) % 60
-            raise RateLimited(f"rate limit of {self.rate_limit_per_minute} requests per minute exceeded for this key",
-                              retry_after=retry)
+        key_id = principal.key_id
+        if self._take_leased(key_id):
+            return
+        lock = self._lease_locks.setdefault(key_id, asyncio.Lock())
+        async with lock:  # one reservation at a time per key in this process
+            if self._take_leased(key_id):
+                return
+            lease = self._leases.get(key_id)
+            if lease is None or lease[0] != ops.current_window() or not lease[2]:  # not exhausted this minute
+                window, granted = await run_in_threadpool(self.services.rate_limit_take, key_id, limit,
+                                                          lease_size(limit))
+                if len(self._leases) >= _CACHE_MAX:
+                    self._leases.clear()
+                self._leases[key_id] = [window, max(granted - 1, 0), granted == 0]
+                if granted:
+                    return
+        retry = 60 - int(time.time()) % 60
+        raise RateLimited(f"rate limit of {limit} requests per minute exceeded for this key", retry_after=retry)
+
+    def _take_leased(self, key_id: int) -> bool:
+        """Use one call of this minute's lease, if it has any left."""
+        lease = self._leases.get(key_id)
+        if lease is not None and lease[1] > 0 and lease[0] == ops.current_window():
+            lease[1] -= 1
+            return True
+        return False
 
     def check_metrics_token(self, authorization: str | None) -> None:
         if not self.metrics_token:

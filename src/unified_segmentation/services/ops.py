@@ -1,6 +1,7 @@
 """Service plumbing the HTTP API shares between its worker processes through the database.
 
-* **Rate limits**: one atomic UPSERT per request on the key's row for the current minute
+* **Rate limits**: one atomic UPSERT per reservation (a lease of calls the API counts in memory, see
+  ``api.auth.Authenticator.enforce_rate_limit``) on the key's row for the current minute
   (``rate_limit_counters``), on a small connection pool of its own that commits without waiting for the
   disk (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL ``synchronous_commit=off``): a lost
   increment after a power cut costs nothing, and the count stays one per key, not one per process.
@@ -81,12 +82,12 @@ class OpsMixin:
                 self._counter = engine
         return self._counter
 
-    def rate_limit_count(self, key_id: int, window: int) -> int:
-        """Count one request of ``key_id`` in minute ``window`` (shared by every process); returns the count."""
+    def rate_limit_count(self, key_id: int, window: int, hits: int = 1) -> int:
+        """Count ``hits`` requests of ``key_id`` in minute ``window`` (shared by every process); returns the count."""
         engine = self._counter_engine()
         if engine is None:
             with self._uow() as session:
-                return srepo.rate_limit_increment(session, key_id, window)
+                return srepo.rate_limit_increment(session, key_id, window, hits)
         kind = "sqlite" if self._sqlite else "postgresql"
         sql = srepo.RATE_LIMIT_UPSERT.format(p="?" if kind == "sqlite" else "%s")
         now: Any = _utcnow()
@@ -105,7 +106,7 @@ class OpsMixin:
                     if purge:
                         cursor.execute(srepo.RATE_LIMIT_PURGE.format(p="?" if kind == "sqlite" else "%s"),
                                        (window - RATE_WINDOWS_KEPT,))
-                    cursor.execute(sql, (key_id, window, now))
+                    cursor.execute(sql, (key_id, window, hits, now))
                     rows = cursor.fetchall()  # exhausting the cursor ends the statement (SQLite autocommit)
                 finally:
                     cursor.close()
@@ -124,7 +125,15 @@ class OpsMixin:
 
     def rate_limit_hit(self, key_id: int, limit_per_minute: int) -> bool:
         """Count one request of an API key; ``True`` when it is over ``limit_per_minute`` this minute."""
-        return self.rate_limit_count(key_id, current_window()) > limit_per_minute
+        return self.rate_limit_take(key_id, limit_per_minute, 1)[1] == 0
+
+    def rate_limit_take(self, key_id: int, limit_per_minute: int, wanted: int) -> tuple[int, int]:
+        """Reserve up to ``wanted`` requests of an API key this minute: ``(window, granted)``, ``granted``
+        being how many of them are within ``limit_per_minute`` (0: the key is over its limit this minute).
+        One atomic statement; every process reserves from the same counter."""
+        window = current_window()
+        hits = self.rate_limit_count(key_id, window, wanted)
+        return window, max(0, min(wanted, limit_per_minute - (hits - wanted)))
 
     def _close_ops(self) -> None:
         if self._counter is not None:

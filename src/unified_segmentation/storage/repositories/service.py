@@ -125,13 +125,13 @@ def get_api_key_info(session: Session, key_prefix: str) -> dict[str, Any] | None
     }
 
 
-def rate_limit_increment(session: Session, key_id: int, window: int) -> int:
-    """Count one request of an API key in a one-minute window (shared by every worker); returns the count.
+def rate_limit_increment(session: Session, key_id: int, window: int, hits: int = 1) -> int:
+    """Count ``hits`` requests of an API key in a one-minute window (shared by every worker); returns the count.
 
     One atomic UPSERT (no read-then-write); old windows are purged by :func:`rate_limit_purge`.
     """
     sql = RATE_LIMIT_UPSERT.format(p=_bulk.param(_bulk.dialect(session)))
-    cursor = session.connection().exec_driver_sql(sql, (key_id, window, _sql_now(session)))
+    cursor = session.connection().exec_driver_sql(sql, (key_id, window, hits, _sql_now(session)))
     return int(cursor.scalar_one())
 
 
@@ -147,10 +147,11 @@ def _sql_now(session: Session) -> Any:
 
 
 # ---- rate limits -----------------------------------------------------------------------------------
-#: One statement per request: the per-key per-minute row is created or incremented atomically.
+#: One statement per request (or per lease of requests): the per-key per-minute row is created or
+#: incremented atomically, by the hits given.
 RATE_LIMIT_UPSERT = (
-    "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES ({p}, {p}, 1, {p}) "
-    "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1, "
+    "INSERT INTO rate_limit_counters (key_id, window_start, hits, updated_at) VALUES ({p}, {p}, {p}, {p}) "
+    "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_limit_counters.hits + excluded.hits, "
     "updated_at = excluded.updated_at RETURNING hits"
 )
 RATE_LIMIT_PURGE = "DELETE FROM rate_limit_counters WHERE window_start < {p}"
