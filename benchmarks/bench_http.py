@@ -14,7 +14,8 @@ drives a bare FastAPI constant at ~12,000 req/s (``--loadgen`` chooses). They me
 * single categorize and single detect: p50 / p95 / p99 and requests/s at concurrency 1 and 32, and the
   80 % categorize / 20 % detect mix of distinct players at concurrency 32 (with the mean size of the
   micro-batches the service formed, and the mix again with micro-batching off, ``USEG_REQUEST_BATCH_MAX=1``,
-  and with batching on but no lingering for more calls, ``USEG_REQUEST_BATCH_LINGER_MS=0``);
+  with batching on but no lingering for more calls, ``USEG_REQUEST_BATCH_LINGER_MS=0``, and with the
+  production settings: API keys required and a per-key rate limit of 600,000 a minute);
 * batch categorize of 10,000 players in one request (compact, not persisted): players/s;
 * HTTP ingestion in batches of 1,000 events: events/s.
 
@@ -139,9 +140,10 @@ def note(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- load generator
-def post(path: str, body: Any) -> bytes:
+def post(path: str, body: Any, api_key: str | None = None) -> bytes:
     data = orjson.dumps(body)
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    key = f"X-API-Key: {api_key}\r\n" if api_key else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{key}"
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 
@@ -223,6 +225,7 @@ WRK_SCRIPT = textwrap.dedent("""
     end
     function init(args)
       local headers = {["Content-Type"] = "application/json"}
+      if os.getenv("WRK_API_KEY") then headers["X-API-Key"] = os.getenv("WRK_API_KEY") end
       for line in io.lines(os.getenv("WRK_CALLS")) do
         local path, body = line:match("^([^\t]+)\t(.*)$")
         calls[#calls + 1] = wrk.format("POST", path, headers, body)
@@ -244,9 +247,10 @@ WRK_SCRIPT = textwrap.dedent("""
 
 
 def wrk_load(port: int, calls: list[tuple[str, Any]], concurrency: int, seconds: int,
-             workdir: Path) -> dict[str, Any]:
+             workdir: Path, api_key: str | None = None) -> dict[str, Any]:
     """``calls`` ((path, JSON body) pairs, cycled) from ``concurrency`` keep-alive connections for
-    ``seconds``, by wrk; the same fields as :func:`load` (latency in ms)."""
+    ``seconds``, by wrk (with ``X-API-Key: api_key`` if given); the same fields as :func:`load` (latency
+    in ms)."""
     script = workdir / "calls.lua"
     if not script.exists():
         script.write_text(WRK_SCRIPT)
@@ -255,7 +259,8 @@ def wrk_load(port: int, calls: list[tuple[str, Any]], concurrency: int, seconds:
     try:
         out = subprocess.run(["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{int(seconds)}s", "--timeout", "10s",
                               "-s", str(script), f"http://127.0.0.1:{port}"],
-                             env={**os.environ, "WRK_CALLS": str(calls_file)}, capture_output=True, text=True,
+                             env={**os.environ, "WRK_CALLS": str(calls_file),
+                                  **({"WRK_API_KEY": api_key} if api_key else {})}, capture_output=True, text=True,
                              timeout=seconds + 60, check=True).stdout
     finally:
         calls_file.unlink(missing_ok=True)
@@ -518,17 +523,19 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         mix = [(det if i % 5 == 4 else cat, {"player_id": players[i % len(players)], "game_id": GAME})
                for i in range(len(players) if use_wrk else n32)]
 
-        def measure(server: Server, calls: list[tuple[str, Any]], c: int) -> dict[str, Any]:
+        def measure(server: Server, calls: list[tuple[str, Any]], c: int, api_key: str | None = None
+                    ) -> dict[str, Any]:
             """Median of the repeats, plus the server's CPU per request: a figure the shared machine's
             other load inflates much less than wall-clock latency."""
             runs, cpu = [], []
             if use_wrk:
-                wrk_load(server.port, calls, c, 1, workdir)  # warm-up
+                wrk_load(server.port, calls, c, 1, workdir, api_key)  # warm-up
             else:
-                reqs = [post(path, body) for path, body in calls]
+                reqs = [post(path, body, api_key) for path, body in calls]
             for _ in range(args.repeats):
                 c0 = server.cpu_seconds()
-                run = wrk_load(server.port, calls, c, args.seconds, workdir) if use_wrk else load(server.port, reqs, c)
+                run = (wrk_load(server.port, calls, c, args.seconds, workdir, api_key) if use_wrk
+                       else load(server.port, reqs, c))
                 runs.append(run)
                 cpu.append((server.cpu_seconds() - c0) * 1000 / max(1, run["requests"]))
             return median_of(runs) | {"server_cpu_ms_per_request": round(statistics.median(cpu), 3),
@@ -602,6 +609,16 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         svc = service_server(url, 2, workdir, request_batch_linger_ms="0")
         servers.append(svc)
         out["c32_2workers"]["mix_no_linger"] = measure(svc, mix, 32)
+        svc.stop()
+        # production settings: API keys required, a per-key rate limit on (leased; see api/auth.py)
+        from unified_segmentation.services.facade import Services
+
+        services = Services(url)
+        key, _ = services.create_api_key("read", name="bench")
+        services.close()
+        svc = service_server(url, 2, workdir, auth="required", rate_limit_per_minute="600000")
+        servers.append(svc)
+        out["c32_2workers"]["mix_keys_required_rate_limited"] = measure(svc, mix, 32, api_key=key)
     finally:
         for s in servers:
             s.stop()
