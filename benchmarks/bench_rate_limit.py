@@ -1,10 +1,12 @@
-"""Per-request cost of the per-key rate limit (``Services.rate_limit_hit``), SQLite file and PostgreSQL.
+"""Per-request cost of the per-key rate limit, SQLite file and PostgreSQL.
 
-The baseline, measured in the same run, is the previous implementation: one unit of work per request
+The baseline, measured in the same run, is the first implementation: one unit of work per request
 that purged old windows and upserted the counter (SQLite: write lock first, ``synchronous=FULL`` commit).
-Prints one JSON document: median / p95 / mean microseconds per call for each, and per HTTP request
-(``GET /api/v1/games/{g}/settings`` with a read key through ``TestClient``, in process): the limit off,
-the baseline, and the current implementation.
+Prints one JSON document: median / p95 / mean microseconds per call of the baseline and of the counter's
+one statement (``Services.rate_limit_hit``), and per HTTP request (``GET /api/v1/games/{g}/settings``
+with a read key through ``TestClient``, in process): the limit off, the baseline, one statement per
+request (the previous implementation) and the current one (a lease of 1 % of the limit per statement,
+counted in memory: ``api.auth.Authenticator.enforce_rate_limit``).
 """
 
 from __future__ import annotations
@@ -60,20 +62,29 @@ def _http(services: Services, url: str, calls: int) -> dict:
     key, _ = services.create_api_key("read")
     services.put_settings("bench", {"timezone": "UTC"})
     out = {}
-    current = services.rate_limit_hit
-    def old(key_id: int, limit: int) -> bool:
-        return _old_hit(services, key_id, limit)
+    from unified_segmentation.api import auth
 
-    for name, limit, hit in (("limit_off", 0, current), ("baseline_previous", 10**9, old), ("current", 10**9, current)):
+    def old_take(key_id: int, limit: int, wanted: int) -> tuple[int, int]:
+        return int(time.time() // 60), 0 if _old_hit(services, key_id, limit) else 1
+
+    variants = (("limit_off", 0, None, auth.lease_size), ("baseline_previous", 10**9, old_take, lambda limit: 1),
+                ("one_statement_per_request", 10**9, None, lambda limit: 1),
+                ("current_leased", 10**9, None, auth.lease_size))
+    real_lease = auth.lease_size
+    for name, limit, take, lease in variants:
         settings = Settings.model_construct(database_url=url, log_json=False, log_level="WARNING", port=8000,
-                                            auth="required", rate_limit_per_minute=limit)
-        services.rate_limit_hit = hit  # type: ignore[method-assign]
+                                            auth="required", rate_limit_per_minute=limit, gc_freeze=False)
+        if take is not None:
+            services.rate_limit_take = take  # type: ignore[method-assign]
+        auth.lease_size = lease
         try:
             with TestClient(create_app(settings, services=services)) as client:
                 out[name] = _time(lambda c=client: c.get("/api/v1/games/bench/settings", headers={"X-API-Key": key}),
                                   calls)
         finally:
-            del services.rate_limit_hit
+            auth.lease_size = real_lease
+            if take is not None:
+                del services.rate_limit_take
     return out
 
 

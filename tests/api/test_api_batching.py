@@ -91,27 +91,36 @@ def test_a_batch_that_fails_is_answered_call_by_call(seeded_sqlite):
     assert batcher.batches == 1 and batcher.batched_calls == len(players)
 
 
+class _Counting:
+    """The services, recording the players of each categorize run (1 for a one-player call)."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self.runs: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.services, name)
+
+    def categorize_many(self, game_id, ids, **kw):
+        self.runs.append(len(ids))
+        return self.services.categorize_many(game_id, ids, **kw)
+
+    def categorize(self, game_id, pid, **kw):
+        self.runs.append(1)
+        return self.services.categorize(game_id, pid, **kw)
+
+
 def test_batching_can_be_turned_off_and_is_bounded(seeded_sqlite):
-    services = seeded_sqlite.services
     players = _players(seeded_sqlite, 10)
-    calls = []
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(services, name)
-
-        def categorize_many(self, game_id, ids, **kw):
-            calls.append(len(ids))
-            return services.categorize_many(game_id, ids, **kw)
 
     async def run(batcher: RequestBatcher) -> list:
         return await asyncio.gather(*(batcher.categorize(GAME, p) for p in players))
 
-    off = RequestBatcher(Counting(), enabled=False)
-    assert [a["player_id"] for a in asyncio.run(run(off))] == players and calls == []
-    small = RequestBatcher(Counting(), max_batch=4)
+    off = RequestBatcher(counting := _Counting(seeded_sqlite.services), enabled=False)
+    assert [a["player_id"] for a in asyncio.run(run(off))] == players and counting.runs == [1] * 10
+    small = RequestBatcher(counting := _Counting(seeded_sqlite.services), max_batch=4)
     assert [a["player_id"] for a in asyncio.run(run(small))] == players
-    assert calls == [4, 4, 2] and small.batches == 3  # 10 calls, at most 4 at once
+    assert counting.runs == [4, 4, 2] and small.batches == 3  # 10 calls, at most 4 at once
 
 
 @pytest.mark.parametrize(("limit", "enabled"), [(0, False), (1, False), (2, True), (None, True)])
@@ -133,21 +142,9 @@ def test_hot_routes_document_the_same_key_security_as_the_others(make_client, fa
 def test_under_concurrency_a_batch_lingers_for_more_calls(seeded_sqlite):
     """After a run of two calls or more, the next batch waits ``linger_s`` for company; a lone call (the
     last run held one) never waits, and a batch that fills up runs at once."""
-    services = seeded_sqlite.services
     players = _players(seeded_sqlite, 8)
-    runs: list[int] = []
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(services, name)
-
-        def categorize_many(self, game_id, ids, **kw):
-            runs.append(len(ids))
-            return services.categorize_many(game_id, ids, **kw)
-
-        def categorize(self, game_id, pid, **kw):
-            runs.append(1)
-            return services.categorize(game_id, pid, **kw)
+    counting = _Counting(seeded_sqlite.services)
+    runs = counting.runs
 
     async def staggered(batcher: RequestBatcher, ids: list[str]) -> list:
         """One call per turn of the loop: without lingering, each would run alone."""
@@ -158,7 +155,7 @@ def test_under_concurrency_a_batch_lingers_for_more_calls(seeded_sqlite):
         return await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
 
     async def scenario(linger_s: float, max_batch: int = 64) -> None:
-        batcher = RequestBatcher(Counting(), linger_s=linger_s, max_batch=max_batch)
+        batcher = RequestBatcher(counting, linger_s=linger_s, max_batch=max_batch)
         assert await asyncio.wait_for(batcher.categorize(GAME, players[0]), timeout=5)  # alone: no wait
         await asyncio.gather(*(batcher.categorize(GAME, p) for p in players[:2]))  # a run of two: busy
         answers = await staggered(batcher, players[2:5])
