@@ -131,8 +131,9 @@ class Authenticator:
             if lease is None or lease[0] != ops.current_window() or not lease[2]:  # not exhausted this minute
                 window, granted = await run_in_threadpool(self.services.rate_limit_take, key_id, limit,
                                                           lease_size(limit))
-                if len(self._leases) >= _CACHE_MAX:
+                if len(self._leases) >= _CACHE_MAX:  # bounded, as the key cache (a held lock stays valid)
                     self._leases.clear()
+                    self._lease_locks.clear()
                 self._leases[key_id] = [window, max(granted - 1, 0), granted == 0]
                 if granted:
                     return
