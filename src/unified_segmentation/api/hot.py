@@ -90,7 +90,7 @@ class HotRoutes:
         length = headers.get("content-length")
         if (not (content_type == "application/json" or content_type.startswith("application/json;"))
                 or (self.cors and "origin" in headers)
-                or length is None or not length.isdigit() or int(length) > self.max_body):
+                or length is None or not (length.isascii() and length.isdigit()) or int(length) > self.max_body):
             await self.app(scope, receive, send)
             return
         body, cut = await _read_body(receive)
