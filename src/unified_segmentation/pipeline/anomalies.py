@@ -442,7 +442,7 @@ def detect(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, *, context: str =
     if n == 1:  # a request: one player (no segment has 20 players, so no shift is estimated)
         return _detect_one(taxonomy, pair, context, shifts)
     if n <= ONE_BY_ONE_MAX and not estimate_shifts:  # a micro-batch of requests: cheaper player by player
-        return _concat_results([_detect_one(taxonomy, pair, context, shifts, i) for i in range(n)], context)
+        return _concat_results([_detect_one(taxonomy, pair, context, shifts, i) for i in range(n)])
     settings = taxonomy.settings
     min_typ = float(settings.get("min_typical_days", 7.0))
     mult = float((settings.get("context_multipliers") or {}).get(context, 1.0))
@@ -816,11 +816,9 @@ def _detect_one(taxonomy: GameBehavioralTaxonomy, pair: WindowPair, context: str
     )
 
 
-def _concat_results(parts: list[DetectionResult], context: str) -> DetectionResult:
-    """One result of the players of ``parts`` (one-player results of the same axes), in their order."""
-    def cat(arrays):
-        return np.concatenate(arrays)
-
+def _concat_results(parts: list[DetectionResult]) -> DetectionResult:
+    """One result of the players of ``parts`` (one-player results of the same axes and context), in order."""
+    cat = np.concatenate
     first = parts[0]
     axes = {a: {k: cat([p.axes[a][k] for p in parts]) for k in d} for a, d in first.axes.items()}
     signals = {}
@@ -832,7 +830,7 @@ def _concat_results(parts: list[DetectionResult], context: str) -> DetectionResu
             baseline=cat([x.baseline for x in sigs]), shifts=[],
             tested=None if sig.tested is None else cat([x.tested for x in sigs]))
     return DetectionResult(
-        player_ids=[pid for p in parts for pid in p.player_ids], context=context,
+        player_ids=[pid for p in parts for pid in p.player_ids], context=first.context,
         is_anomalous=cat([p.is_anomalous for p in parts]), overall_score=cat([p.overall_score for p in parts]),
         surprise=cat([p.surprise for p in parts]), p_value=cat([p.p_value for p in parts]),
         confidence=cat([p.confidence for p in parts]), insufficient=cat([p.insufficient for p in parts]),
